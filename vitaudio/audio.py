@@ -1,0 +1,75 @@
+"""Decode an audio file into mono float32 samples at a chosen sample rate.
+
+libsndfile (through soundfile) reads WAV, FLAC, OGG/Opus, AU/SND (the original GTZAN release), AIFF and,
+from libsndfile 1.1 on, MP3. Formats it cannot read (M4A/AAC, WMA, ...) raise `AudioDecodeError` with the fix.
+Resampling uses soxr (librosa's own high-quality resampler).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+# Extensions treated as audio when walking folders; everything else is ignored.
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".au", ".snd", ".aif", ".aiff", ".aifc", ".mp3",
+    ".m4a", ".aac", ".wma",
+})
+_CONVERT_HINT = "convert it to WAV or FLAC first, e.g. `ffmpeg -i {name} {stem}.wav`"
+
+
+class AudioDecodeError(Exception):
+    """An audio file could not be turned into samples: `path` says which, `reason` says why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def is_audio_file(path: Path) -> bool:
+    """True for a visible file whose extension is a known audio format."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def load_audio(source: str | Path | bytes | BinaryIO, sample_rate: int) -> np.ndarray:
+    """Decode `source` (a path, the bytes of a file, or a file object) -> (n_samples,) float32 mono at `sample_rate`."""
+    name = str(source) if isinstance(source, (str, Path)) else "<audio bytes>"
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        samples, file_rate = sf.read(source, dtype="float32", always_2d=True)  # (n_samples, n_channels)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioDecodeError(name, _explain(name, err)) from None
+    except OSError as err:
+        raise AudioDecodeError(name, f"cannot read file ({err.strerror or err})") from None
+    if samples.size == 0:
+        raise AudioDecodeError(name, "file holds no audio samples (empty)")
+    mono = samples.mean(axis=1)  # (n_samples, n_channels) -> (n_samples,)
+    if not np.isfinite(mono).all():
+        raise AudioDecodeError(name, "file holds NaN or infinite samples")
+    return resample(mono, file_rate, sample_rate)
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """(n,) float32 at `from_rate` -> (m,) float32 at `to_rate`, with soxr's high-quality filter."""
+    if from_rate == to_rate:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    import soxr  # a librosa dependency; imported here so that reading files at the target rate never loads it
+
+    return soxr.resample(samples.astype(np.float32), from_rate, to_rate, quality="HQ").astype(np.float32)
+
+
+def _explain(name: str, err: Exception) -> str:
+    """Turn a libsndfile error into a reason a user can act on."""
+    suffix = Path(name).suffix.lower()
+    stem = Path(name).stem
+    if suffix == ".mp3" and tuple(int(p) for p in sf.__libsndfile_version__.split(".")[:2]) < (1, 1):
+        return (f"this libsndfile ({sf.__libsndfile_version__}) cannot decode MP3: "
+                f"`pip install -U 'soundfile>=0.12.1'` (bundles libsndfile >= 1.1), or "
+                + _CONVERT_HINT.format(name=Path(name).name, stem=stem))
+    if suffix in {".m4a", ".aac", ".wma"}:
+        return f"{suffix} is not a format libsndfile reads: " + _CONVERT_HINT.format(name=Path(name).name, stem=stem)
+    return f"not a readable audio file ({err})"

@@ -1,0 +1,236 @@
+"""`python -m vitaudio.melify SRC DST`: class folders of audio -> class folders of 16-bit log-mel PNGs.
+
+SRC holds one folder per class (`SRC/<class>/**/<clip>.wav`); GTZAN as it unpacks (`genres/` or
+`genres_original/` one level down) is found too. DST gets `DST/<class>/**/<clip>.png` and `DST/melify.json`
+(mel parameters, package version, one record per input file). Re-runs skip images that are already up to date;
+a DST made with other mel parameters is refused unless `--overwrite`. Every image is written atomically, so an
+interrupted run leaves no truncated file and the next run completes it. Bad files are reported and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from . import __version__
+from .audio import AudioDecodeError, is_audio_file, load_audio
+from .features import PNG_DB_MAX, PNG_DB_MIN, MelConfig, log_mel, write_mel_png
+
+MANIFEST = "melify.json"
+GTZAN_FOLDERS = ("genres_original", "genres")  # what the GTZAN archives unpack into
+CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
+
+
+class LayoutError(ValueError):
+    """SRC or DST is not laid out as melify expects; the message says what is expected."""
+
+
+@dataclass
+class MelifyReport:
+    """What one melify run did: one record per input file, in sorted order."""
+
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(record["status"] for record in self.records)
+
+    @property
+    def n_ok(self) -> int:
+        return self.counts[CONVERTED] + self.counts[UP_TO_DATE]
+
+    def summary(self) -> str:
+        counts = self.counts
+        return f"converted {counts[CONVERTED]}, up to date {counts[UP_TO_DATE]}, failed {counts[FAILED]}"
+
+
+def find_class_root(src: Path) -> Path:
+    """The folder whose subfolders are the classes: SRC itself, or GTZAN's `genres[_original]/` below it."""
+    src = Path(src)
+    if not src.is_dir():
+        raise LayoutError(f"{src} is not a folder. Expected SRC/<class>/<clip>.wav, one folder per class.")
+    folder = src
+    for _ in range(3):  # step down through wrappers: GTZAN's genres_original/, or a lone subfolder
+        subfolders = _subfolders(folder)
+        if any(is_audio_file(p) for sub in subfolders for p in sub.iterdir()):
+            return folder
+        wrappers = [p for p in subfolders if p.name in GTZAN_FOLDERS] or subfolders
+        if len(wrappers) != 1:
+            break
+        folder = wrappers[0]
+    if any(_audio_files(p) for p in _subfolders(src)):  # classes whose clips sit in deeper folders
+        return src
+    raise LayoutError(
+        f"{src} has no class folders with audio in them. Expected one folder per class, e.g. "
+        f"{src}/jazz/jazz.00000.wav, {src}/rock/rock.00000.wav (wav, flac, ogg, au, mp3, ...).")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    """Audio files anywhere below `folder`, skipping hidden files and folders, sorted."""
+    return sorted(p for p in folder.rglob("*")
+                  if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _convert(task: tuple[Path, Path, MelConfig]) -> tuple[str, float | None, str | None]:
+    """Worker: one audio file -> one PNG. Returns (status, duration in seconds, error reason)."""
+    source, output, config = task
+    try:
+        samples = load_audio(source, config.sample_rate)
+    except AudioDecodeError as err:
+        return FAILED, None, err.reason
+    duration = len(samples) / config.sample_rate
+    if len(samples) < config.n_fft:
+        return FAILED, duration, (f"too short: {duration:.3f} s is less than one FFT window "
+                                  f"({config.n_fft} samples = {config.n_fft / config.sample_rate:.3f} s)")
+    if not samples.any():
+        return FAILED, duration, "silent: every sample is zero"
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_mel_png(output, log_mel(samples, config))
+    except OSError as err:
+        return FAILED, duration, f"cannot write {output}: {err}"
+    return CONVERTED, duration, None
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core does the parallel work
+
+
+def _check_destination(dst: Path, config: MelConfig, overwrite: bool) -> dict:
+    """Refuse a DST made with other parameters, or one that is not melify's; return its old records by source."""
+    manifest_path = dst / MANIFEST
+    if not manifest_path.exists():
+        if dst.exists() and any(dst.iterdir()) and not overwrite:
+            raise LayoutError(f"{dst} is not empty and has no {MANIFEST}: it was not made by melify. "
+                              f"Choose an empty or new DST folder (or pass --overwrite).")
+        return {}
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        old_config = manifest["mel_config"]
+    except (ValueError, KeyError) as err:
+        raise LayoutError(f"{manifest_path} is unreadable ({err}); delete DST or pass --overwrite.") from None
+    if old_config != config.to_dict() and not overwrite:
+        changed = ", ".join(f"{k}: {old_config.get(k)} -> {v}" for k, v in config.to_dict().items()
+                            if old_config.get(k) != v)
+        raise LayoutError(f"{dst} was made with other mel parameters ({changed}). Use another DST, "
+                          f"or pass --overwrite to convert everything again with the new ones.")
+    return {} if overwrite else {r["source"]: r for r in manifest.get("files", [])}
+
+
+def _write_manifest(dst: Path, config: MelConfig, class_root: Path, records: list[dict]) -> None:
+    manifest = {
+        "vitaudio_version": __version__,
+        "mel_config": config.to_dict(),
+        "png": {"bit_depth": 16, "db_min": PNG_DB_MIN, "db_max": PNG_DB_MAX,
+                "layout": "one row per mel band, lowest band in the bottom row; one column per frame"},
+        "source_root": str(class_root.resolve()),
+        "files": records,
+    }
+    tmp_path = dst / f".{MANIFEST}.tmp"
+    tmp_path.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp_path, dst / MANIFEST)
+
+
+def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: int | None = None,
+           overwrite: bool = False, progress: bool = True) -> MelifyReport:
+    """Convert every audio file under SRC's class folders into DST/<class>/.../<stem>.png; see the module doc."""
+    src, dst = Path(src), Path(dst)
+    class_root = find_class_root(src)
+    old_records = _check_destination(dst, config, overwrite)
+    dst.mkdir(parents=True, exist_ok=True)
+    for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
+        stale.unlink()
+    _write_manifest(dst, config, class_root, [])  # claims DST for these parameters before any image exists
+    if (src / "metadata.csv").is_file():  # clip groups travel with the images, for leak-free splits
+        shutil.copyfile(src / "metadata.csv", dst / "metadata.csv")
+
+    records, tasks, outputs_seen = [], [], {}
+    for class_dir in _subfolders(class_root):
+        for source in _audio_files(class_dir):
+            rel_source = source.relative_to(class_root)
+            rel_output = rel_source.with_suffix(".png")
+            record = {"source": rel_source.as_posix(), "output": rel_output.as_posix(),
+                      "duration": None, "status": None, "error": None}
+            records.append(record)
+            output = dst / rel_output
+            if rel_output in outputs_seen:
+                record.update(status=FAILED, error=f"same output name as {outputs_seen[rel_output]}; rename one")
+            elif not overwrite and output.exists() and output.stat().st_mtime >= source.stat().st_mtime:
+                old = old_records.get(record["source"], {})
+                record.update(status=UP_TO_DATE, duration=old.get("duration") or _duration(source))
+            else:
+                tasks.append((record, (source, output, config)))
+            outputs_seen.setdefault(rel_output, record["source"])
+
+    workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
+    bar = tqdm(total=len(records), initial=len(records) - len(tasks), desc="melify", unit="clip",
+               disable=not progress, file=sys.stderr)
+    try:
+        for (record, _), (status, duration, error) in zip(tasks, _run(tasks, workers)):
+            record.update(status=status, duration=duration, error=error)
+            if error:
+                bar.write(f"melify: skipped {class_root / record['source']}: {error}", file=sys.stderr)
+            bar.update()
+    finally:
+        bar.close()
+        _write_manifest(dst, config, class_root, records)
+    return MelifyReport(records)
+
+
+def _run(tasks: list, workers: int):
+    """Yield `_convert` results in task order, in this process or in a pool of `workers` processes."""
+    jobs = [job for _, job in tasks]
+    if workers <= 1:
+        yield from map(_convert, jobs)
+        return
+    # spawn, not fork: the caller (train.py) may already hold torch threads, which do not survive a fork
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        yield from pool.imap(_convert, jobs, chunksize=2)
+
+
+def _duration(source: Path) -> float | None:
+    try:
+        return sf.info(str(source)).duration
+    except (sf.LibsndfileError, RuntimeError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = MelConfig()
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.melify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", type=Path, help="folder of class folders of audio (e.g. data/gtzan)")
+    parser.add_argument("dst", type=Path, help="output folder for the PNGs and melify.json")
+    for f in fields(MelConfig):
+        kind = int if f.type == "int" else float
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name),
+                            metavar=kind.__name__.upper())
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="convert again everything, whatever DST holds")
+    args = parser.parse_args(argv)
+    try:
+        config = MelConfig(**{f.name: getattr(args, f.name) for f in fields(MelConfig)})
+        report = melify(args.src, args.dst, config, workers=args.workers, overwrite=args.overwrite)
+    except (LayoutError, ValueError) as err:
+        print(f"melify: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{report.summary()} (see {args.dst / MANIFEST})")
+    return 0 if report.n_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
