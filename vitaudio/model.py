@@ -1,0 +1,316 @@
+"""Vision Transformer over log-mel spectrograms, from first principles: (B, 1, n_mels, T) dB -> (B, n_classes) logits.
+
+Position embeddings are fixed 2-D sin-cos (as MAE): half the channels encode the frequency-patch index, half the
+time-patch index, computed for the actual patch grid (F', T') of each input. Why not a learned table (ViT, AST):
+- any clip length scores as is: no interpolation of a table, no maximum length, so a model trained on 5 s crops
+  scores a 30 s or 3 min clip, and a patch keeps the same embedding however long the clip around it is;
+- no parameters, so nothing to overfit on small audio datasets.
+With pool == "cls" a learnable class token, without position embedding, is prepended to the patch tokens.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class ViTConfig:
+    n_mels: int = 128  # input height: mel bins of the spectrogram
+    n_classes: int = 10  # number of output logits
+    patch_size: tuple[int, int] = (16, 16)  # (freq bins, time frames) covered by one patch
+    patch_stride: tuple[int, int] = (16, 16)  # (freq, time); smaller than patch_size = overlap (AST: 16x16, stride 10)
+    dim: int = 192  # token width; divisible by heads and by 4 (sin-cos embeddings)
+    depth: int = 12  # number of transformer blocks
+    heads: int = 3  # attention heads per block
+    mlp_ratio: float = 4.0  # MLP hidden width as a multiple of dim
+    dropout: float = 0.0  # after attention projection, inside the MLP, before the classifier
+    attn_dropout: float = 0.0  # on attention weights
+    drop_path: float = 0.1  # stochastic depth: max rate, linearly increasing from 0 (first block) to this (last)
+    pool: str = "mean"  # "cls": class token, "mean": average of patch tokens
+
+    def __post_init__(self) -> None:
+        # JSON turns tuples into lists; an int means a square patch.
+        self.patch_size = _pair(self.patch_size)
+        self.patch_stride = _pair(self.patch_stride)
+        if min(self.n_mels, self.n_classes, self.dim, self.depth, self.heads, *self.patch_size) < 1:
+            raise ValueError(f"n_mels, n_classes, dim, depth, heads and patch_size must be >= 1: {self}.")
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f'pool must be "cls" or "mean", got {self.pool!r}.')
+        if self.dim % self.heads != 0:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads}).")
+        if self.dim % 4 != 0:
+            raise ValueError(f"dim ({self.dim}) must be divisible by 4 for 2-D sin-cos position embeddings.")
+        if self.patch_size[0] > self.n_mels:
+            raise ValueError(f"Patch height ({self.patch_size[0]}) doesn't fit n_mels ({self.n_mels}).")
+        for axis, size, stride in zip(("freq", "time"), self.patch_size, self.patch_stride):
+            if not 1 <= stride <= size:
+                raise ValueError(f"{axis} stride ({stride}) must be in [1, patch size {size}]; larger skips input.")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}.")
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(dim=192, depth=12, heads=3),  # ~5.5 M parameters
+    "small": dict(dim=384, depth=12, heads=6),  # ~22 M
+    "base": dict(dim=768, depth=12, heads=12),  # ~86 M
+}
+
+
+def vit_config(name: str, **overrides) -> ViTConfig:
+    """Named preset ("tiny", "small", "base") with any ViTConfig field overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return ViTConfig(**{**PRESETS[name], **overrides})
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if len(value) != 2:
+        raise ValueError(f"Expected an int or a (freq, time) pair, got {value!r}.")
+    return (int(value[0]), int(value[1]))
+
+
+def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], *, device: torch.device | None = None,
+                        dtype: torch.dtype | None = None) -> Tensor:
+    """Fixed 2-D sin-cos position embeddings (MAE): grid (F', T') -> (F' * T', dim), row-major like the patches."""
+    n_freq, n_time = grid
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter)  # (dim/4,)
+
+    def embed_1d(positions: Tensor) -> Tensor:  # (P,) -> (P, dim/2)
+        angles = positions[:, None] * omega[None, :]  # (P, 1) * (1, dim/4) -> (P, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    freq_index, time_index = torch.meshgrid(
+        torch.arange(n_freq, device=device, dtype=torch.float32),
+        torch.arange(n_time, device=device, dtype=torch.float32),
+        indexing="ij",
+    )  # (F', T') each
+    embed = torch.cat([embed_1d(freq_index.flatten()), embed_1d(time_index.flatten())], dim=1)  # (F'*T', dim)
+    return embed.to(dtype) if dtype is not None else embed
+
+
+class PatchEmbedding(nn.Module):
+    """(B, 1, n_mels, T) -> tokens (B, F' * T', dim) and grid (F', T'), by one strided convolution."""
+
+    def __init__(self, *, n_mels: int, patch_size: tuple[int, int], patch_stride: tuple[int, int], dim: int):
+        super().__init__()
+        self.n_mels, self.patch_size, self.patch_stride = n_mels, patch_size, patch_stride
+        self.proj = nn.Conv2d(1, dim, kernel_size=patch_size, stride=patch_stride)
+
+    def grid_size(self, n_frames: int) -> tuple[int, int]:
+        """Patch grid (F', T') for an input of n_frames; trailing frames that fill no whole patch are dropped."""
+        (patch_f, patch_t), (stride_f, stride_t) = self.patch_size, self.patch_stride
+        return ((self.n_mels - patch_f) // stride_f + 1, (n_frames - patch_t) // stride_t + 1)
+
+    def forward(self, mel_db: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        if mel_db.ndim != 4:
+            raise ValueError(f"Expected input (B, 1, n_mels, T), got shape {tuple(mel_db.shape)}.")
+        _, C, H, T = mel_db.shape
+        if C != 1:
+            raise ValueError(f"Input channels ({C}) doesn't match model (1); pass a mono mel (B, 1, n_mels, T).")
+        if H != self.n_mels:
+            raise ValueError(f"Input height ({H}) doesn't match model n_mels ({self.n_mels}).")
+        if T < self.patch_size[1]:
+            raise ValueError(f"Input has {T} frames; the model needs at least {self.patch_size[1]} (one patch).")
+        patches = self.proj(mel_db)  # (B, 1, n_mels, T) -> (B, D, F', T')
+        grid = (patches.shape[2], patches.shape[3])
+        return patches.flatten(2).transpose(1, 2), grid  # (B, D, F', T') -> (B, N, D)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a sample's whole residual branch with probability p, rescale the rest; eval: identity."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
+        return x * mask / keep
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, *, dim: int, heads: int, attn_dropout: float = 0.0, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.attn_dropout = heads, attn_dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def _split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3D) -> (B, N, 3, H, Dh)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, N, 3, H, Dh) -> 3 x (B, H, N, Dh)
+
+    def _merge_heads(self, out: Tensor) -> Tensor:
+        B, H, N, Dh = out.shape
+        out = out.transpose(1, 2).reshape(B, N, H * Dh)  # (B, H, N, Dh) -> (B, N, D)
+        return self.proj_drop(self.proj(out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self._split_heads(x)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        return self._merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p))
+
+    def forward_with_weights(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Explicit softmax(q k^T / sqrt(d)) path: (B, N, D) -> output (B, N, D), weights (B, H, N, N)."""
+        q, k, v = self._split_heads(x)
+        weights = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)  # (B, H, N, N)
+        out = F.dropout(weights, self.attn_dropout, self.training) @ v  # (B, H, N, Dh)
+        return self._merge_heads(out), weights
+
+
+class Mlp(nn.Module):
+    """(B, N, D) -> (B, N, D): Linear, GELU, dropout, Linear, dropout."""
+
+    def __init__(self, *, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, attn_dropout: float = 0.0,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim=dim, heads=heads, attn_dropout=attn_dropout, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim=dim, hidden_dim=int(dim * mlp_ratio), dropout=dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        attn_out, weights = self.attn.forward_with_weights(self.norm1(x))
+        x = x + self.drop_path(attn_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+class TransformerEncoder(nn.Module):
+    """Stack of pre-norm blocks, stochastic depth rising linearly to drop_path: (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, *, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 attn_dropout: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # plain floats: builds on the meta device
+        self.blocks = nn.ModuleList(
+            Block(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, attn_dropout=attn_dropout, drop_path=rate)
+            for rate in rates
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Same as forward, also returning each block's attention weights (B, H, N, N)."""
+        weights = []
+        for block in self.blocks:
+            x, block_weights = block.forward_with_attention(x)
+            weights.append(block_weights)
+        return x, weights
+
+
+class ClassificationHead(nn.Module):
+    """Tokens (B, N, D) -> pool -> LayerNorm -> dropout -> Linear -> logits (B, n_classes)."""
+
+    def __init__(self, *, dim: int, n_classes: int, pool: str, dropout: float = 0.0):
+        super().__init__()
+        self.pool = pool
+        self.norm, self.drop, self.fc = nn.LayerNorm(dim), nn.Dropout(dropout), nn.Linear(dim, n_classes)
+
+    def forward(self, tokens: Tensor, *, pre_logits: bool = False) -> Tensor:
+        pooled = tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)  # (B, N, D) -> (B, D)
+        pooled = self.drop(self.norm(pooled))
+        return pooled if pre_logits else self.fc(pooled)
+
+
+class ViT(nn.Module):
+    """Spectrogram Vision Transformer: mel dB (B, 1, n_mels, T), any T >= patch time size -> logits (B, n_classes)."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embed = PatchEmbedding(n_mels=config.n_mels, patch_size=config.patch_size,
+                                          patch_stride=config.patch_stride, dim=config.dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim)) if config.pool == "cls" else None
+        self.num_prefix_tokens = 1 if config.pool == "cls" else 0  # tokens before the patches (timm's name)
+        self.encoder = TransformerEncoder(dim=config.dim, depth=config.depth, heads=config.heads,
+                                          mlp_ratio=config.mlp_ratio, dropout=config.dropout,
+                                          attn_dropout=config.attn_dropout, drop_path=config.drop_path)
+        self.norm = nn.LayerNorm(config.dim)
+        self.head = ClassificationHead(dim=config.dim, n_classes=config.n_classes, pool=config.pool,
+                                       dropout=config.dropout)
+        self.apply(self._init_weights)
+        conv_weight = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(conv_weight.view(conv_weight.shape[0], -1))  # like a Linear on flattened patches (MAE)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _embed(self, mel_db: Tensor) -> Tensor:
+        """(B, 1, n_mels, T) -> patch tokens plus position, class token prepended if any: (B, N(+1), D)."""
+        tokens, grid = self.patch_embed(mel_db)
+        tokens = tokens + sincos_pos_embed_2d(self.config.dim, grid, device=tokens.device, dtype=tokens.dtype)
+        if self.cls_token is not None:
+            cls = self.cls_token.expand(tokens.shape[0], -1, -1)  # (1, 1, D) -> (B, 1, D)
+            tokens = torch.cat([cls, tokens], dim=1)  # (B, N, D) -> (B, 1 + N, D)
+        return tokens
+
+    def forward_features(self, mel_db: Tensor) -> Tensor:
+        """(B, 1, n_mels, T) -> tokens after the final norm (B, N(+1), D); the class token, if any, comes first."""
+        return self.norm(self.encoder(self._embed(mel_db)))
+
+    def forward_features_with_attention(self, mel_db: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """forward_features via explicit attention: tokens (B, N(+1), D), depth x weights (B, H, N(+1), N(+1))."""
+        tokens, weights = self.encoder.forward_with_attention(self._embed(mel_db))
+        return self.norm(tokens), weights
+
+    def forward_attention(self, mel_db: Tensor) -> list[Tensor]:
+        """Attention weights of every block, depth x (B, heads, N(+1), N(+1)), for attention rollout."""
+        return self.forward_features_with_attention(mel_db)[1]
+
+    def forward_head(self, tokens: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """Tokens (B, N(+1), D) -> logits (B, n_classes), or the pooled embedding (B, D) if pre_logits."""
+        return self.head(tokens, pre_logits=pre_logits)
+
+    def forward(self, mel_db: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(mel_db))
+
+    def num_params(self) -> int:
+        """Number of parameters (all are trainable; position embeddings have none)."""
+        return sum(p.numel() for p in self.parameters())
