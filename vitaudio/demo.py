@@ -1,0 +1,414 @@
+"""Built-in demo data set: seeded, *synthetic*, music-like clips in the GTZAN folder layout.
+
+Nothing here is real music. Six made-up styles are rendered with additive synthesis and
+filtered-noise percussion so that training a spectrogram ViT runs end to end on a fresh machine
+with no downloads, and tests have real audio files to read. Accuracy on this set says nothing
+about accuracy on real recordings.
+
+Each style is a set of distributions (tempo range, metre, swing, rhythms, scales, instruments,
+drums, reverb) that overlap on purpose between styles: pairs share instruments, tempo ranges
+overlap, and every clip gets random part levels, EQ tilt, noise and peak level, so no single
+feature gives the class away. Clips come in pairs cut from one synthetic piece (same key, tempo,
+instruments and melody; different excerpt, transposition and mix); the `group` column of
+`metadata.csv` names the piece so splits can keep a piece on one side.
+
+Every random draw comes from `numpy.random.default_rng` seeded with (seed, class index, piece or
+clip index), so any clip can be regenerated on its own and reruns give byte-identical files.
+
+    python -m vitaudio.demo data/demo --clips-per-class 40 --seconds 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+CLIPS_PER_PIECE = 2  # consecutive clips of a class are excerpts of one synthetic piece
+TABLE_SIZE = 4096  # samples in one wavetable period
+MAX_HARMONICS = 24
+VIBRATO_HZ = 5.5
+
+SCALES = {  # semitones above the tonic
+    "major": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10),
+    "harmonic_minor": (0, 2, 3, 5, 7, 8, 11),
+    "dorian": (0, 2, 3, 5, 7, 9, 10),
+    "phrygian": (0, 1, 3, 5, 7, 8, 10),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
+    "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "major_pentatonic": (0, 2, 4, 7, 9),
+    "minor_pentatonic": (0, 3, 5, 7, 10),
+    "blues": (0, 3, 5, 6, 7, 10),
+    "whole_tone": (0, 2, 4, 6, 8, 10),
+}
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """Additive-synthesis voice: harmonic amplitudes and an envelope."""
+
+    harmonics: tuple[float, ...]  # amplitude of partial k + 1, fundamental first
+    attack: float  # seconds from silence to full level
+    decay: float  # seconds, time constant of the fall from full level toward `sustain`
+    sustain: float  # level held until note off, as a fraction of full level
+    release: float  # seconds of linear fade after note off
+    vibrato_cents: float = 0.0  # depth of a VIBRATO_HZ pitch wobble
+
+
+def _saw(n: int) -> tuple[float, ...]:
+    return tuple(1 / k for k in range(1, n + 1))
+
+
+def _odd(n: int, power: float = 1.0) -> tuple[float, ...]:
+    return tuple(1 / k**power if k % 2 else 0.0 for k in range(1, n + 1))
+
+
+INSTRUMENTS = {  # harmonics, attack s, decay s, sustain level, release s[, vibrato cents]
+    "pad": Instrument(tuple(1 / k**2 for k in range(1, 9)), 0.6, 2.0, 0.8, 0.8, 6),
+    "strings": Instrument(_saw(14), 0.12, 1.0, 0.85, 0.3, 14),
+    "organ": Instrument((1, 1, 0.8, 0.6, 0, 0.5, 0, 0.4), 0.01, 1.0, 1.0, 0.05),
+    "bell": Instrument((1, 0.1, 0.5, 0, 0.1, 0.3, 0, 0.2), 0.003, 1.2, 0.0, 0.3),
+    "piano": Instrument(tuple(1 / k**1.5 for k in range(1, 13)), 0.004, 0.5, 0.05, 0.15),
+    "pluck": Instrument(_saw(16), 0.003, 0.25, 0.0, 0.08),
+    "brass": Instrument(_saw(12), 0.05, 0.4, 0.75, 0.08, 6),
+    "reed": Instrument(_odd(15), 0.03, 1.0, 0.9, 0.06, 4),
+    "square": Instrument(_odd(19), 0.002, 1.0, 1.0, 0.01),
+    "pulse": Instrument(tuple(abs(math.sin(math.pi * k / 4)) / k for k in range(1, 20)), 0.002, 0.15, 0.6, 0.01),
+    "triangle": Instrument(_odd(9, 2.0), 0.002, 1.0, 1.0, 0.01),
+    "synth_bass": Instrument(_saw(10), 0.003, 0.15, 0.3, 0.03),
+}
+
+
+@dataclass(frozen=True)
+class Style:
+    """Distributions one class draws its pieces from; beats are quarter notes."""
+
+    bpm: tuple[float, float]  # tempo range, drawn uniformly
+    scales: tuple[str, ...]  # keys of SCALES
+    progressions: tuple[tuple[int, ...], ...]  # chord roots as scale degrees, one per bar
+    lead: tuple[str, ...]  # instruments a piece picks its melody voice from
+    lead_tonic: tuple[int, int]  # MIDI range of the tonic in the melody's register
+    rhythms: tuple[tuple[float, ...], ...]  # one-bar melody rhythms in beats; negative = rest
+    bass: tuple[str, ...]
+    bass_line: tuple[tuple[float, float, int], ...]  # (beat, beats, scale steps over chord root)
+    reverb: tuple[float, float]  # decay-time range in seconds
+    beats_per_bar: int = 4
+    swing: tuple[float, float] = (0.5, 0.5)  # where an off-beat eighth lands in its beat (0.5: straight)
+    arpeggio: bool = False  # melody plays chord tones instead of stepping along the scale
+    motif_bars: int = 0  # melody repeats a motif this many bars long (0: fresh every bar)
+    chords: tuple[str, ...] = ()  # empty: no chord part
+    comping: tuple[tuple[float, float], ...] = ()  # (beat, beats) of each chord in a bar
+    drums: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (kick|snare|hat, beats hit in a bar)
+
+
+# Overlaps are deliberate: instruments shared between pairs of styles, tempo ranges that cross.
+_EIGHTHS = (0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5)
+_POP = ((0, 3, 4, 0), (0, 5, 3, 4), (0, 4, 5, 3))
+STYLES = {
+    "ambient": Style(
+        bpm=(56, 92), scales=("major_pentatonic", "lydian", "minor_pentatonic", "whole_tone"),
+        progressions=((0, 3), (0, 5, 3, 4), (0, 1)), lead=("bell", "pad", "organ"), lead_tonic=(62, 76),
+        rhythms=((4,), (2, 2), (-1, 3), (3, 1), (-2, 2)), bass=("pad", "strings"), bass_line=((0, 4, 0),),
+        chords=("pad", "strings"), comping=((0, 4),), reverb=(1.5, 3.0)),
+    "chiptune": Style(
+        bpm=(118, 168), scales=("major", "minor", "major_pentatonic"), progressions=_POP,
+        lead=("square", "pulse"), lead_tonic=(64, 78),
+        rhythms=((0.25,) * 16, (0.5,) * 8, (0.25, 0.25, 0.5) * 4),
+        arpeggio=True, motif_bars=2, bass=("triangle", "square"),
+        bass_line=((0, 0.5, 0), (1, 0.5, 4), (2, 0.5, 0), (3, 0.5, 4)),
+        drums=(("hat", _EIGHTHS), ("snare", (1, 3))), reverb=(0.05, 0.2)),
+    "march": Style(
+        bpm=(100, 128), scales=("major", "mixolydian"), progressions=_POP,
+        lead=("brass", "reed", "pulse"), lead_tonic=(60, 72),
+        rhythms=((1.5, 0.5, 1, 1), (1, 1, 1, 1), (0.75, 0.25, 0.75, 0.25, 2), (2, 1, 1)),
+        bass=("brass", "synth_bass"), bass_line=((0, 1, 0), (1, 1, 4), (2, 1, 0), (3, 1, 4)),
+        chords=("reed", "brass"), comping=((0.5, 0.5), (1.5, 0.5), (2.5, 0.5), (3.5, 0.5)),
+        drums=(("kick", (0, 2)), ("snare", (1, 3, 3.5, 3.75))), reverb=(0.4, 1.0)),
+    "waltz": Style(
+        bpm=(84, 168), beats_per_bar=3, scales=("major", "harmonic_minor"),
+        progressions=((0, 3, 4, 0), (0, 4, 4, 0), (0, 5, 1, 4)), lead=("strings", "piano", "reed"),
+        lead_tonic=(62, 76), rhythms=((2, 1), (3,), (1, 1, 1), (1.5, 0.5, 1)),
+        bass=("piano", "strings"), bass_line=((0, 1, 0),),  # oom-pah-pah
+        chords=("piano", "strings", "reed"), comping=((1, 1), (2, 1)), reverb=(0.8, 1.8)),
+    "bluesy": Style(
+        bpm=(68, 124), swing=(0.6, 0.7), scales=("blues", "minor_pentatonic", "mixolydian"),
+        progressions=((0, 0, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4), (0, 3, 0, 4)), lead=("pluck", "piano", "organ"),
+        lead_tonic=(57, 69),
+        rhythms=((0.5,) * 8, (1, 0.5, 0.5, -1, 1), (1.5, 0.5, -0.5, 0.5, 1), (-0.5, 0.5, 0.5, 0.5, 2)),
+        bass=("pluck", "synth_bass"), bass_line=((0, 1, 0), (1, 1, 2), (2, 1, 4), (3, 1, 5)),  # walking
+        chords=("piano", "organ"), comping=((0.5, 0.5), (2.5, 0.5)),
+        drums=(("hat", _EIGHTHS), ("snare", (1, 3)), ("kick", (0, 2))), reverb=(0.4, 1.2)),
+    "techno": Style(
+        bpm=(118, 140), scales=("minor", "phrygian", "dorian"),
+        progressions=((0, 0, 5, 6), (0, 0, 0, 0), (0, 6, 5, 6)),
+        lead=("square", "brass", "pulse"), lead_tonic=(57, 69), motif_bars=1,
+        rhythms=((-0.5, 0.5) * 4, (0.75, 0.75, 0.5, -2), (0.25, -0.25) * 8, (0.75, 0.75, 0.75, 0.75, 1)),
+        bass=("synth_bass", "square"),
+        bass_line=((0.5, 0.25, 0), (1.5, 0.25, 0), (2.5, 0.25, 0), (3.5, 0.25, 7)),  # off-beat
+        chords=("pad",), comping=((0, 4),),
+        drums=(("kick", (0, 1, 2, 3)), ("hat", (0.5, 1.5, 2.5, 3.5)), ("snare", (1, 3))), reverb=(0.2, 0.8)),
+}
+CLASSES = tuple(STYLES)
+
+Notes = list[tuple[float, float, int, float]]  # (onset beat, beats, MIDI pitch, velocity)
+
+
+@lru_cache(maxsize=1)
+def _sine_basis() -> np.ndarray:
+    """(MAX_HARMONICS, TABLE_SIZE) one period of each harmonic."""
+    phase = np.arange(TABLE_SIZE) / TABLE_SIZE
+    return np.sin(2 * np.pi * np.arange(1, MAX_HARMONICS + 1)[:, None] * phase)
+
+
+def _render_note(voice: Instrument, freq: float, seconds: float, sample_rate: int) -> np.ndarray:
+    """One note (held `seconds`, plus its release) from a band-limited wavetable."""
+    t = np.arange(int((seconds + voice.release) * sample_rate)) / sample_rate
+    n_harmonics = max(1, min(len(voice.harmonics), int(0.45 * sample_rate / freq)))
+    table = np.asarray(voice.harmonics[:n_harmonics]) @ _sine_basis()[:n_harmonics]
+    table /= np.abs(table).max()
+    cycles = freq * t
+    if voice.vibrato_cents:  # closed-form integral of a sinusoidally wobbling frequency
+        depth = 2 ** (voice.vibrato_cents / 1200) - 1
+        cycles += freq * depth / (2 * np.pi * VIBRATO_HZ) * (1 - np.cos(2 * np.pi * VIBRATO_HZ * t))
+    wave = table[(cycles * TABLE_SIZE).astype(np.int64) & (TABLE_SIZE - 1)]  # TABLE_SIZE is a power of 2
+    decayed = voice.sustain + (1 - voice.sustain) * np.exp(-np.maximum(t - voice.attack, 0) / voice.decay)
+    released = np.clip(1 - (t - seconds) / voice.release, 0, 1)
+    return wave * np.minimum(t / voice.attack, 1) * decayed * released
+
+
+def _band_noise(rng: np.random.Generator, n: int, low_hz: float, high_hz: float, sample_rate: int
+                ) -> np.ndarray:
+    """(n,) white noise kept only between low_hz and high_hz, peak 1."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+    spectrum[(freqs < low_hz) | (freqs > high_hz)] = 0
+    noise = np.fft.irfft(spectrum, n)
+    return noise / np.abs(noise).max()
+
+
+def _fft_size(n: int) -> int:
+    """Smallest 2**a * 3**b >= n: a length numpy's FFT handles fast."""
+    return min(3**b << max(0, (math.ceil(n / 3**b) - 1).bit_length()) for b in range(4))
+
+
+def _drum_kit(rng: np.random.Generator, sample_rate: int) -> dict[str, np.ndarray]:
+    """Kick (pitch-swept sine), snare (band noise + tone) and hat (high noise), one set per piece."""
+    t = np.arange(int(0.5 * sample_rate)) / sample_rate
+    f_start, f_end, sweep = rng.uniform(100, 170), rng.uniform(40, 60), rng.uniform(0.02, 0.06)
+    kick_cycles = f_end * t + (f_start - f_end) * sweep * (1 - np.exp(-t / sweep))
+    nyquist = sample_rate / 2
+    snare_band = rng.uniform(800, 2000), min(rng.uniform(4000, 9000), 0.98 * nyquist)
+    hat_band = min(rng.uniform(5000, 8000), 0.7 * nyquist), 0.98 * nyquist
+    snare_noise = _band_noise(rng, t.size, *snare_band, sample_rate)
+    hat_noise = _band_noise(rng, t.size, *hat_band, sample_rate)
+    return {
+        "kick": np.sin(2 * np.pi * kick_cycles) * np.exp(-t / rng.uniform(0.12, 0.35)),
+        "snare": snare_noise * np.exp(-t / rng.uniform(0.06, 0.18))
+        + 0.5 * np.sin(2 * np.pi * rng.uniform(170, 240) * t) * np.exp(-t / 0.04),
+        "hat": hat_noise * np.exp(-t / rng.uniform(0.02, 0.07)),
+    }
+
+
+@dataclass
+class Piece:
+    """A composed piece: voiced parts and drum hits on a beat grid, plus its drum kit and room."""
+
+    seconds_per_beat: float
+    swing: float
+    parts: list[tuple[Instrument, Notes]]
+    drum_hits: list[tuple[str, float, float]]  # (drum, onset beat, velocity)
+    kit: dict[str, np.ndarray]
+    reverb_ir: np.ndarray  # unit-energy impulse response
+    wet: float  # reverb mix, 0..1
+
+    def to_seconds(self, beat: float) -> float:
+        """Beat position -> seconds, with swung off-beat eighths (beats are exact binary fractions)."""
+        whole = math.floor(beat)
+        frac = beat - whole
+        return (whole + (self.swing if frac == 0.5 else frac)) * self.seconds_per_beat
+
+
+def _vary(voice: Instrument, rng: np.random.Generator) -> Instrument:
+    """The same instrument with a random brightness, attack and decay (another 'player')."""
+    tilt = rng.uniform(-0.3, 0.5)
+    harmonics = tuple(a * k**-tilt for k, a in enumerate(voice.harmonics, start=1))
+    return replace(voice, harmonics=harmonics, attack=voice.attack * rng.uniform(0.7, 1.4),
+                   decay=voice.decay * rng.uniform(0.7, 1.4))
+
+
+def _compose(style: Style, rng: np.random.Generator, seconds: float, sample_rate: int) -> Piece:
+    """Draw tempo, key, instruments and notes for a piece at least `seconds` long."""
+    bpm = rng.uniform(*style.bpm)
+    n_bars = int(np.ceil(seconds * bpm / 60 / style.beats_per_bar)) + 1
+    scale = SCALES[style.scales[rng.integers(len(style.scales))]]
+    progression = style.progressions[rng.integers(len(style.progressions))]
+    tonic = int(rng.integers(*style.lead_tonic, endpoint=True))
+
+    def pitch(base: int, degree: int) -> int:
+        return base + 12 * (degree // len(scale)) + scale[degree % len(scale)]
+
+    def pick(names: tuple[str, ...]) -> Instrument:
+        return _vary(INSTRUMENTS[names[rng.integers(len(names))]], rng)
+
+    lead: Notes = []
+    degree, legato = 0, rng.uniform(0.6, 1.0)
+    for bar in range(n_bars):
+        start, root = bar * style.beats_per_bar, progression[bar % len(progression)]
+        if style.motif_bars and bar >= style.motif_bars:
+            motif_start = (bar % style.motif_bars) * style.beats_per_bar
+            motif_end = motif_start + style.beats_per_bar
+            lead += [(o - motif_start + start, d, p, v) for o, d, p, v in lead if motif_start <= o < motif_end]
+            continue
+        beat = 0.0
+        for beats in style.rhythms[rng.integers(len(style.rhythms))]:
+            if beats > 0:
+                if style.arpeggio:  # root, third, fifth or octave of the bar's chord
+                    degree = root + int(rng.choice((0, 2, 4, len(scale))))
+                else:  # mostly steps, sometimes small leaps, within about two octaves
+                    degree = int(np.clip(degree + rng.choice((-2, -1, -1, 0, 1, 1, 2, 3)), -3, 9))
+                lead.append((start + beat, beats * legato, pitch(tonic, degree), rng.uniform(0.6, 1.0)))
+            beat += abs(beats)
+    bass_tonic, chord_tonic = 36 + tonic % 12, 48 + tonic % 12
+    bass: Notes = []
+    chords: Notes = []
+    for bar in range(n_bars):
+        start, root = bar * style.beats_per_bar, progression[bar % len(progression)]
+        bass += [(start + b, n, pitch(bass_tonic, root + s), rng.uniform(0.7, 1.0))
+                 for b, n, s in style.bass_line]
+        chords += [(start + b, n, pitch(chord_tonic, root + s), rng.uniform(0.5, 0.8))
+                   for b, n in style.comping for s in (0, 2, 4)]
+    parts = [(pick(style.lead), lead), (pick(style.bass), bass)]
+    if style.chords:
+        parts.append((pick(style.chords), chords))
+    drum_hits = [(drum, bar * style.beats_per_bar + beat, rng.uniform(0.6, 1.0))
+                 for bar in range(n_bars) for drum, beats in style.drums for beat in beats
+                 if rng.random() > 0.08]  # a few dropped hits
+    reverb_seconds = rng.uniform(*style.reverb)
+    t = np.arange(int(reverb_seconds * sample_rate)) / sample_rate
+    reverb_ir = rng.standard_normal(t.size) * np.exp(-6.9 * t / reverb_seconds)
+    return Piece(60 / bpm, rng.uniform(*style.swing), parts, drum_hits, _drum_kit(rng, sample_rate),
+                 reverb_ir / np.sqrt(np.sum(reverb_ir**2)), rng.uniform(0.15, 0.45))
+
+
+def _add_at(track: np.ndarray, sound: np.ndarray, offset: int) -> None:
+    """Mix `sound` into `track` starting at sample `offset` (may be negative), cropping at both ends."""
+    lo, hi = max(offset, 0), min(offset + sound.size, track.size)
+    if lo < hi:
+        track[lo:hi] += sound[lo - offset : hi - offset]
+
+
+def synthesize_clip(class_name: str, clip_index: int, *, seconds: float = 6.0, seed: int = 0,
+                    sample_rate: int = 22050) -> np.ndarray:
+    """Render one clip of the demo set: (n_samples,) int16 PCM, exactly what its wav file holds."""
+    class_index = CLASSES.index(class_name)
+    piece_rng = np.random.default_rng([seed, class_index, clip_index // CLIPS_PER_PIECE, 1])
+    clip_rng = np.random.default_rng([seed, class_index, clip_index, 2])
+    piece = _compose(STYLES[class_name], piece_rng, CLIPS_PER_PIECE * seconds + 2, sample_rate)
+    start = (clip_index % CLIPS_PER_PIECE) * seconds + clip_rng.uniform(0, 1.5)
+    transpose = 2 ** (clip_rng.integers(-2, 2, endpoint=True) / 12)
+    # Render a pre-roll of half the reverb time so the excerpt opens with the room already sounding.
+    n_samples, n_preroll = round(seconds * sample_rate), piece.reverb_ir.size // 2
+    window_start, n_window = start - n_preroll / sample_rate, n_samples + n_preroll
+    mix = np.zeros(n_window)
+    for voice, notes in piece.parts:
+        track = np.zeros(n_window)
+        for onset_beat, beats, midi, velocity in notes:
+            onset, end = piece.to_seconds(onset_beat), piece.to_seconds(onset_beat + beats)
+            if onset < start + seconds and end + voice.release > window_start:
+                freq = 440 * 2 ** ((midi - 69) / 12) * transpose
+                note = velocity * _render_note(voice, freq, end - onset, sample_rate)
+                _add_at(track, note, round((onset - window_start) * sample_rate))
+        mix += clip_rng.uniform(0.3, 1.0) * track
+    drum_gain = clip_rng.uniform(0.2, 0.8)
+    for drum, onset_beat, velocity in piece.drum_hits:
+        offset = round((piece.to_seconds(onset_beat) - window_start) * sample_rate)
+        _add_at(mix, drum_gain * velocity * piece.kit[drum], offset)
+    # Room, recording noise floor and a random spectral tilt (mic/EQ differences), in one FFT pass.
+    noise_level = np.std(mix) * 10 ** (clip_rng.uniform(-50, -25) / 20)
+    noise = noise_level * clip_rng.standard_normal(n_window)
+    n_fft = _fft_size(n_window + piece.reverb_ir.size)
+    room = (1 - piece.wet) + piece.wet * np.fft.rfft(piece.reverb_ir, n_fft)
+    tilt = (np.maximum(np.fft.rfftfreq(n_fft, 1 / sample_rate), 50) / 1000) ** clip_rng.uniform(-0.4, 0.3)
+    audio = np.fft.irfft(np.fft.rfft(mix + noise, n_fft) * room * tilt, n_fft)[n_preroll:n_window]
+    samples_to_edge = np.minimum(np.arange(n_samples), np.arange(n_samples)[::-1])
+    fade = np.minimum(1, samples_to_edge / (0.01 * sample_rate))  # 10 ms, so the cut ends do not click
+    audio *= fade * clip_rng.uniform(0.5, 0.9) / np.abs(audio).max()
+    return np.round(audio * 32767).astype(np.int16)
+
+
+def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 6.0, seed: int = 0,
+                      sample_rate: int = 22050) -> list[Path]:
+    """Write `dst/<class>/<class>.<NNNNN>.wav` and `dst/metadata.csv`; return the wav paths.
+
+    Files are written atomically (a hidden `.<name>.tmp` then `os.replace`) and existing files of
+    the same name are overwritten, so rerunning into a complete or interrupted folder is safe.
+    """
+    if clips_per_class < 1 or seconds <= 0 or seed < 0 or sample_rate < 8000:
+        raise ValueError(f"need clips_per_class >= 1, seconds > 0, seed >= 0, sample_rate >= 8000; "
+                         f"got {clips_per_class}, {seconds}, {seed}, {sample_rate}")
+    dst = Path(dst)
+    wav_paths, rows = [], []
+    progress = tqdm(total=len(CLASSES) * clips_per_class, desc="demo clips", unit="clip", disable=None)
+    for class_index, class_name in enumerate(CLASSES):
+        (dst / class_name).mkdir(parents=True, exist_ok=True)
+        for clip_index in range(clips_per_class):
+            samples = synthesize_clip(class_name, clip_index, seconds=seconds, seed=seed,
+                                      sample_rate=sample_rate)
+            wav_path = dst / class_name / f"{class_name}.{clip_index:05d}.wav"
+            # The temp name does not end in .wav, so loaders never pick up a half-written file.
+            tmp_path = wav_path.with_name(f".{wav_path.name}.tmp")
+            sf.write(tmp_path, samples, sample_rate, subtype="PCM_16", format="WAV")
+            os.replace(tmp_path, wav_path)
+            wav_paths.append(wav_path)
+            piece_name = f"{class_name}.piece{clip_index // CLIPS_PER_PIECE:03d}"
+            rows.append((f"{class_name}/{wav_path.name}", class_name, piece_name))
+            progress.update()
+    progress.close()
+    tmp_csv = dst / ".metadata.csv.tmp"
+    with tmp_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("clip", "class", "group"))
+        writer.writerows(rows)
+    os.replace(tmp_csv, dst / "metadata.csv")
+    stray = {p for p in dst.glob("*/*.wav")} - set(wav_paths)
+    if stray:
+        log.warning("%s holds %d wav files not in this demo set (e.g. %s); metadata.csv lists only this set",
+                    dst, len(stray), min(stray))
+    return wav_paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.demo",
+                                     description="Write the synthetic demo data set (GTZAN layout).")
+    parser.add_argument("dst", type=Path, help="output folder; gets one subfolder per class and metadata.csv")
+    parser.add_argument("--clips-per-class", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each clip")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample-rate", type=int, default=22050)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    started = time.perf_counter()
+    try:
+        wav_paths = make_demo_dataset(args.dst, clips_per_class=args.clips_per_class, seconds=args.seconds,
+                                      seed=args.seed, sample_rate=args.sample_rate)
+    except ValueError as err:
+        parser.error(str(err))
+    print(f"wrote {len(wav_paths)} clips ({len(CLASSES)} classes x {args.clips_per_class}) "
+          f"to {args.dst} in {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
