@@ -56,6 +56,7 @@ class ViTConfig:
 
 
 PRESETS: dict[str, dict] = {
+    "mini": dict(dim=128, depth=4, heads=4),  # ~0.8 M: CPU smoke runs and very small data sets
     "tiny": dict(dim=192, depth=12, heads=3),  # ~5.5 M parameters
     "small": dict(dim=384, depth=12, heads=6),  # ~22 M
     "base": dict(dim=768, depth=12, heads=12),  # ~86 M

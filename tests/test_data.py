@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from vitaudio.data import (MelClips, RandomCrop, SegmentRule, Segmented, SpecAugment, Standardize,
+                           collate_segments, cut_segments, mel_stats)
+from vitaudio.features import PNG_DB_STEP, read_mel_png, write_mel_png
+
+
+@pytest.fixture
+def mel_root(tmp_path):
+    """Two classes of PNG mels of different lengths; values are a function of (band, frame)."""
+    for label in ("b_high", "a_low"):
+        for i, n_frames in enumerate((50, 130)):
+            band = np.arange(32, dtype=np.float32)[:, None]
+            mel_db = -80 + band + np.zeros((32, n_frames), np.float32) + (10 if label == "b_high" else 0)
+            (tmp_path / label).mkdir(exist_ok=True)
+            write_mel_png(tmp_path / label / f"{label}.{i}.png", mel_db)
+    (tmp_path / "a_low/.hidden.png").write_bytes(b"x")
+    return tmp_path
+
+
+def test_dataset_reads_pngs_as_db_with_lowest_band_first(mel_root):
+    clips = MelClips(mel_root)
+    assert clips.classes == ["a_low", "b_high"]
+    assert clips.keys == ["a_low/a_low.0", "a_low/a_low.1", "b_high/b_high.0", "b_high/b_high.1"]
+    mel_db, label = clips[3]
+    assert mel_db.shape == (1, 32, 130) and mel_db.dtype == torch.float32 and label == 1
+    assert abs(float(mel_db[0, 0, 0]) - (-70.0)) <= PNG_DB_STEP and abs(float(mel_db[0, 31, 5]) + 39) <= PNG_DB_STEP
+
+
+def test_dataset_keeps_only_the_split_and_all_classes(mel_root):
+    clips = MelClips(mel_root, keys=["b_high/b_high.1"])
+    assert len(clips) == 1 and clips.classes == ["a_low", "b_high"] and clips[0][1] == 1
+
+
+def test_random_crop_has_segment_length_and_pads_short_clips():
+    crop = RandomCrop(64)
+    assert crop(torch.randn(1, 32, 200)).shape == (1, 32, 64)
+    short = torch.full((1, 32, 10), -5.0)
+    short[..., 0] = -80
+    padded = crop(short)
+    assert padded.shape == (1, 32, 64) and float(padded[..., -1].max()) == -80  # padded with the quietest value
+
+
+def test_segments_cover_the_whole_clip_last_one_end_aligned():
+    rule = SegmentRule(frames=40, hop_frames=40)
+    assert rule.starts(100) == [0, 40, 60] and rule.starts(120) == [0, 40, 80] and rule.starts(30) == [0]
+    mel_db = torch.arange(100, dtype=torch.float32).expand(1, 8, 100)
+    segments = cut_segments(mel_db, rule)
+    assert segments.shape == (3, 1, 8, 40)
+    assert float(segments[-1, 0, 0, -1]) == 99  # the tail is covered
+
+
+def test_segmented_dataset_and_collate_keep_clip_membership(mel_root):
+    rule = SegmentRule(frames=48, hop_frames=48)
+    dataset = Segmented(MelClips(mel_root), rule, Standardize(mean=-60.0, std=10.0))
+    segments, clip_index, labels = collate_segments([dataset[0], dataset[3]])
+    assert segments.shape == (2 + 3, 1, 32, 48)  # 50 frames -> starts [0, 2]; 130 frames -> [0, 48, 82]
+    assert clip_index.tolist() == [0, 0, 1, 1, 1] and labels.tolist() == [0, 1]
+    assert float(segments[0, 0, 0, 0]) == pytest.approx((-80 + 60) / 10, abs=1e-3)  # standardised
+
+
+def test_spec_augment_masks_bands_and_frames_with_zero():
+    torch.manual_seed(0)
+    mel = torch.ones(1, 64, 100)
+    masked = SpecAugment(freq_masks=1, freq_width=0.5, time_masks=1, time_width=0.5)(mel)
+    assert masked.shape == mel.shape and float(mel.min()) == 1.0  # input untouched
+    assert (masked == 0).any() and set(masked.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_mel_stats_are_mean_and_std_of_all_values(mel_root):
+    clips = MelClips(mel_root)
+    stats = mel_stats(clips)
+    values = np.concatenate([read_mel_png(p).ravel() for p, _ in clips.samples])
+    assert stats.mean == pytest.approx(values.mean(), abs=1e-3) and stats.std == pytest.approx(values.std(), abs=1e-3)

@@ -1,0 +1,124 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vitaudio.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vitaudio.engine import train_one_epoch
+from vitaudio.model import ViT, ViTConfig
+from vitaudio.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_FILES = {"config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "test_report.json",
+             "test_predictions.csv", "confusion_matrix.png", "curves.png"}
+
+
+def write_separable_set(root: Path, per_class: int, seconds: float = 2.0, sample_rate: int = 22050) -> Path:
+    """Three classes of noisy tones in three well-apart registers, GTZAN layout."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    for label, freq in (("bass", 150.0), ("mid", 900.0), ("treble", 5000.0)):
+        for i in range(per_class):
+            tone = 0.4 * np.sin(2 * np.pi * freq * rng.uniform(0.9, 1.1) * t) + 0.05 * rng.standard_normal(len(t))
+            (root / label).mkdir(parents=True, exist_ok=True)
+            sf.write(root / label / f"{label}.{i:05d}.wav", tone, sample_rate, subtype="PCM_16")
+    return root
+
+
+def test_train_py_end_to_end_writes_every_run_file(tmp_path):
+    root = write_separable_set(tmp_path / "audio", per_class=10)
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "--root", str(root), "--model", "mini",
+                             "--epochs", "2", "--segment-seconds", "1", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert RUN_FILES <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert "test accuracy" in result.stdout and str(tmp_path / "run") in result.stdout
+    assert "M parameters" in result.stdout
+    assert len(list(tmp_path.glob("audio.mel-*/*/*.png"))) == 30  # the melify cache sits next to the root
+    metrics = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert set(metrics[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    report = json.loads((tmp_path / "run/test_report.json").read_text())
+    assert report["n_clips"] == 3 and report["classes"] == ["bass", "mid", "treble"]
+    assert np.asarray(report["confusion_matrix"]).sum() == 3
+    with open(tmp_path / "run/test_predictions.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 3 and rows[0]["clip"].endswith(".wav") and rows[0]["label3"]
+    split = json.loads((tmp_path / "run/split.json").read_text())
+    assert sum(len(v) for v in split.values()) == 30 and split["train"][0].endswith(".wav")
+
+
+def test_short_training_on_separable_data_beats_chance(tmp_path):
+    root = write_separable_set(tmp_path / "audio", per_class=20, seconds=1.5)
+    run_dir = train(TrainConfig(root=str(root), model="mini", epochs=8, warmup_epochs=1, batch_size=8,
+                                segment_seconds=1.0, lr=1e-3, out=str(tmp_path / "run")))
+    report = json.loads((run_dir / "test_report.json").read_text())
+    assert report["n_clips"] == 6 and report["accuracy"] >= 0.8  # chance is 1/3
+
+
+def test_split_file_is_honoured_and_written_back(tmp_path):
+    root = write_separable_set(tmp_path / "audio", per_class=4, seconds=1.0)
+    split = {"train": [f"{c}/{c}.0000{i}.wav" for c in ("bass", "mid", "treble") for i in (0, 1)],
+             "val": ["bass/bass.00002.wav", "mid/mid.00002.wav"], "test": ["treble/treble.00003.wav"]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    run_dir = train(TrainConfig(root=str(root), model="mini", epochs=1, segment_seconds=0.5,
+                                split_file=str(tmp_path / "split.json"), out=str(tmp_path / "run")))
+    assert json.loads((run_dir / "split.json").read_text()) == {k: sorted(v) for k, v in split.items()}
+    assert json.loads((run_dir / "test_report.json").read_text())["n_clips"] == 1
+
+
+def test_non_empty_run_directory_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/old.txt").write_text("x")
+    root = write_separable_set(tmp_path / "audio", per_class=10, seconds=0.5)
+    with pytest.raises(SystemExit, match="not empty"):
+        train(TrainConfig(root=str(root), model="mini", epochs=1, out=str(tmp_path / "run")))
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    config = ViTConfig(n_mels=32, n_classes=3, dim=32, depth=2, heads=2, patch_size=(8, 8), patch_stride=(8, 8))
+    model = ViT(config).eval()
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "model_config": config.__dict__,
+                                        "mel_config": {}, "classes": ["a", "b", "c"], "normalization": {},
+                                        "segment": {}})
+    checkpoint = torch.load(tmp_path / "m.pt", weights_only=True)
+    restored = ViT(ViTConfig(**checkpoint["model_config"])).eval()
+    restored.load_state_dict(checkpoint["model"])
+    mel = torch.randn(2, 1, 32, 40)
+    assert torch.equal(model(mel), restored(mel))
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (Path(tmp_path / "pwned").touch, ())
+
+    torch.save({"format": "vitaudio-checkpoint-1", "model": Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_and_foreign_checkpoints_are_named(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="foreign.pt: not a vitaudio checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "foreign.pt").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cut.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_non_finite_loss_stops_training_with_a_clear_message():
+    config = ViTConfig(n_mels=16, n_classes=2, dim=16, depth=1, heads=2, patch_size=(8, 8), patch_stride=(8, 8))
+    model = ViT(config)
+    loader = [(torch.full((2, 1, 16, 16), float("nan")), torch.tensor([0, 1]))]
+    optimizer = torch.optim.AdamW(model.parameters())
+    with pytest.raises(FloatingPointError, match="lower --lr"):
+        train_one_epoch(model, loader, optimizer, device=torch.device("cpu"), progress=False)

@@ -1,0 +1,172 @@
+"""Melify output as torchvision datasets: random crops and SpecAugment for training, whole clips cut into
+segments for evaluation.
+
+Every item starts as the clip's dB mel `(1, n_mels, n_frames)` (index 0 = lowest band), read through melify's
+exact inverse. Training items are random time crops of one segment; evaluation items are all the segments
+that cover the clip, and a clip's prediction is the mean of its segment logits (see `engine.evaluate`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import DatasetFolder
+
+from .features import MelConfig, read_mel_png
+from .melify import MANIFEST
+from .splits import clip_key
+
+
+@dataclass(frozen=True)
+class SegmentRule:
+    """How a clip is cut into model inputs; stored in the checkpoint so inference cuts clips the same way."""
+
+    frames: int  # frames per segment (training crop length)
+    hop_frames: int  # frames between the starts of consecutive evaluation segments
+    # The last segment is aligned to the clip's end, so the tail is covered (it may overlap the one before);
+    # a clip shorter than one segment becomes one segment padded at the end with its quietest value.
+
+    def starts(self, n_frames: int) -> list[int]:
+        """First frame of each segment covering a clip of `n_frames` frames."""
+        if n_frames <= self.frames:
+            return [0]
+        starts = list(range(0, n_frames - self.frames + 1, self.hop_frames))
+        if starts[-1] + self.frames < n_frames:
+            starts.append(n_frames - self.frames)
+        return starts
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pad_frames(mel_db: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """(..., M, T) -> (..., M, max(T, n_frames)), padding the end with the clip's lowest dB value."""
+    missing = n_frames - mel_db.shape[-1]
+    if missing <= 0:
+        return mel_db
+    return torch.nn.functional.pad(mel_db, (0, missing), value=float(mel_db.min()))
+
+
+def cut_segments(mel_db: torch.Tensor, rule: SegmentRule) -> torch.Tensor:
+    """(1, M, T) -> (S, 1, M, rule.frames): the segments that cover the whole clip."""
+    mel_db = pad_frames(mel_db, rule.frames)
+    return torch.stack([mel_db[..., s:s + rule.frames] for s in rule.starts(mel_db.shape[-1])])
+
+
+@dataclass(frozen=True)
+class Standardize:
+    """(x - mean) / std with the train split's statistics; stored in the checkpoint."""
+
+    mean: float
+    std: float
+
+    def __call__(self, mel_db: torch.Tensor) -> torch.Tensor:
+        return (mel_db - self.mean) / self.std
+
+
+class RandomCrop:
+    """(1, M, T) -> (1, M, frames): a random window in time (the clip padded first if it is shorter)."""
+
+    def __init__(self, frames: int):
+        self.frames = frames
+
+    def __call__(self, mel_db: torch.Tensor) -> torch.Tensor:
+        mel_db = pad_frames(mel_db, self.frames)
+        start = int(torch.randint(0, mel_db.shape[-1] - self.frames + 1, ()))
+        return mel_db[..., start:start + self.frames]
+
+
+class SpecAugment:
+    """Frequency and time masking (Park et al., 2019) on a standardised (1, M, T) mel; masks are set to 0 = mean."""
+
+    def __init__(self, freq_masks: int = 2, freq_width: float = 0.15, time_masks: int = 2, time_width: float = 0.15):
+        self.freq_masks, self.freq_width = freq_masks, freq_width  # widths: at most this share of the axis
+        self.time_masks, self.time_width = time_masks, time_width
+
+    def __call__(self, mel: torch.Tensor) -> torch.Tensor:
+        mel = mel.clone()
+        for axis, count, width in ((-2, self.freq_masks, self.freq_width), (-1, self.time_masks, self.time_width)):
+            size = mel.shape[axis]
+            for _ in range(count):
+                span = int(torch.randint(0, int(size * width) + 1, ()))
+                start = int(torch.randint(0, size - span + 1, ()))
+                mel.narrow(axis, start, span).zero_()
+        return mel
+
+
+def load_mel(path: str) -> torch.Tensor:
+    """A melify PNG -> (1, n_mels, n_frames) float32 dB tensor."""
+    return torch.from_numpy(read_mel_png(Path(path)).copy()).unsqueeze(0)  # (M, T) -> (1, M, T)
+
+
+class MelClips(DatasetFolder):
+    """The melify PNGs under `root/<class>/` whose clip keys are in `keys` (all when None) -> (mel, class index).
+
+    Class names are the sorted folder names of the whole root, so every split agrees on class indices.
+    """
+
+    def __init__(self, root: Path, keys: list[str] | None = None, transform=None):
+        self.root_path = Path(root)
+        wanted = None if keys is None else set(keys)
+
+        def is_clip(path: str) -> bool:
+            relative = Path(path).relative_to(self.root_path)
+            return (relative.suffix == ".png" and not any(p.startswith(".") for p in relative.parts)
+                    and (wanted is None or clip_key(relative.as_posix()) in wanted))
+
+        super().__init__(str(root), loader=load_mel, transform=transform, is_valid_file=is_clip, allow_empty=True)
+
+    @property
+    def keys(self) -> list[str]:
+        """Clip key (`<class>/<stem>`) of every item, in item order."""
+        return [clip_key(Path(path).relative_to(self.root_path).as_posix()) for path, _ in self.samples]
+
+
+class Segmented(torch.utils.data.Dataset):
+    """Wraps MelClips for evaluation: item i -> (segments (S, 1, M, L) standardised, class index)."""
+
+    def __init__(self, clips: MelClips, rule: SegmentRule, standardize: Standardize):
+        self.clips, self.rule, self.standardize = clips, rule, standardize
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        mel_db, label = self.clips[index]
+        return cut_segments(self.standardize(mel_db), self.rule), label
+
+
+def collate_segments(batch):
+    """[(segments (S_i, 1, M, L), label)] -> (segments (sum S_i, 1, M, L), clip index per segment, labels (B,))."""
+    segments = torch.cat([item[0] for item in batch])
+    clip_index = torch.cat([torch.full((len(item[0]),), i) for i, item in enumerate(batch)])
+    return segments, clip_index, torch.tensor([item[1] for item in batch])
+
+
+def mel_stats(clips: MelClips) -> Standardize:
+    """Mean and std of every dB value of the given clips (computed once, on the train split)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for path, _ in clips.samples:
+        mel_db = read_mel_png(Path(path)).astype(np.float64)
+        total, total_sq, count = total + mel_db.sum(), total_sq + np.square(mel_db).sum(), count + mel_db.size
+    mean = total / count
+    return Standardize(mean=float(mean), std=float(max(np.sqrt(total_sq / count - mean**2), 1e-3)))
+
+
+def read_mel_config(mel_root: Path) -> MelConfig:
+    """The mel parameters a melify output folder was made with (from its melify.json)."""
+    manifest = Path(mel_root) / MANIFEST
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest} is missing: {mel_root} is not melify output "
+                                f"(run `python -m vitaudio.melify SRC {mel_root}`)")
+    return MelConfig(**json.loads(manifest.read_text())["mel_config"])
+
+
+def source_paths(mel_root: Path) -> dict[str, str]:
+    """Clip key -> root-relative path of the audio file it was made from (from melify.json), where known."""
+    manifest = Path(mel_root) / MANIFEST
+    records = json.loads(manifest.read_text()).get("files", []) if manifest.exists() else []
+    return {clip_key(r["source"]): r["source"] for r in records}

@@ -1,0 +1,40 @@
+"""Clip-level test reports: accuracy, per-class precision/recall/F1, confusion matrix, per-clip predictions."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(n_classes, n_classes) counts, rows = true class, columns = predicted class."""
+    return torch.bincount(labels * n_classes + predictions, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def classification_report(clip_logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """The `test_report.json` contents for clip logits (n_clips, n_classes) and true labels (n_clips,)."""
+    matrix = confusion_matrix(labels, clip_logits.argmax(dim=1), len(classes))
+    true_positives = matrix.diag().double()
+    precision = true_positives / matrix.sum(dim=0).clamp_min(1)
+    recall = true_positives / matrix.sum(dim=1).clamp_min(1)
+    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(matrix[i].sum())} for i, name in enumerate(classes)}
+    present = matrix.sum(dim=1) > 0  # macro F1 over the classes the split holds
+    return {"accuracy": float(true_positives.sum() / max(len(labels), 1)), "n_clips": len(labels),
+            "classes": list(classes), "per_class": per_class, "macro_f1": float(f1[present].mean()),
+            "confusion_matrix": matrix.tolist()}
+
+
+def write_predictions(path: Path, clips: list[str], clip_logits: torch.Tensor, labels: torch.Tensor,
+                      classes: list[str], top: int = 3) -> None:
+    """CSV: clip, true, predicted, then the top labels and their softmax scores."""
+    scores, indices = clip_logits.softmax(dim=1).topk(min(top, len(classes)), dim=1)
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["clip", "true", "predicted", *[f"{kind}{k + 1}" for k in range(scores.shape[1])
+                                                        for kind in ("label", "score")]])
+        for clip, label, top_scores, top_indices in zip(clips, labels.tolist(), scores.tolist(), indices.tolist()):
+            ranked = [value for i, s in zip(top_indices, top_scores) for value in (classes[i], f"{s:.4f}")]
+            writer.writerow([clip, classes[label], classes[top_indices[0]], *ranked])
