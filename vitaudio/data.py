@@ -105,11 +105,12 @@ def load_mel(path: str) -> torch.Tensor:
 class MelClips(DatasetFolder):
     """The melify PNGs under `root/<class>/` whose clip keys are in `keys` (all when None) -> (mel, class index).
 
-    Class names are the sorted folder names of the whole root, so every split agrees on class indices.
+    Class names are the sorted folder names of the whole root, so every split agrees on class indices;
+    `classes` fixes them instead (a checkpoint's classes, when scoring another root with it).
     """
 
-    def __init__(self, root: Path, keys: list[str] | None = None, transform=None):
-        self.root_path = Path(root)
+    def __init__(self, root: Path, keys: list[str] | None = None, transform=None, classes: list[str] | None = None):
+        self.root_path, self.fixed_classes = Path(root), classes
         wanted = None if keys is None else set(keys)
 
         def is_clip(path: str) -> bool:
@@ -118,6 +119,11 @@ class MelClips(DatasetFolder):
                     and (wanted is None or clip_key(relative.as_posix()) in wanted))
 
         super().__init__(str(root), loader=load_mel, transform=transform, is_valid_file=is_clip, allow_empty=True)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        if self.fixed_classes is None:
+            return super().find_classes(directory)
+        return list(self.fixed_classes), {name: i for i, name in enumerate(self.fixed_classes)}
 
     @property
     def keys(self) -> list[str]:
@@ -144,6 +150,13 @@ def collate_segments(batch):
     segments = torch.cat([item[0] for item in batch])
     clip_index = torch.cat([torch.full((len(item[0]),), i) for i, item in enumerate(batch)])
     return segments, clip_index, torch.tensor([item[1] for item in batch])
+
+
+def segment_loader(clips: MelClips, rule: SegmentRule, standardize: Standardize, *, batch_size: int,
+                   workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Evaluation batches of whole clips: (segments, clip index per segment, labels), in clip order."""
+    return torch.utils.data.DataLoader(Segmented(clips, rule, standardize), batch_size=batch_size,
+                                       num_workers=workers, pin_memory=pin_memory, collate_fn=collate_segments)
 
 
 def mel_stats(clips: MelClips) -> Standardize:

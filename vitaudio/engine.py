@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda when present, else cpu."""
+def resolve_device(name: str = "auto", index: int = 0) -> torch.device:
+    """"auto" -> cuda when present, else cpu; `index` picks the GPU (torchrun's LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU (use --device auto or cpu)")
-    return torch.device(name)
+    return torch.device("cuda", index) if name == "cuda" else torch.device(name)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -29,8 +29,17 @@ def autocast(device: torch.device, enabled: bool):
 
 @dataclass
 class TrainStats:
-    loss: float
-    accuracy: float
+    loss_sum: float  # summed over samples, so that ranks can add theirs up
+    n_correct: int
+    n_seen: int
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.n_seen, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.n_correct / max(self.n_seen, 1)
 
 
 def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, *, device: torch.device,
@@ -75,7 +84,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         total_correct += int((logits.argmax(dim=1) == labels).sum())
         total_seen += len(labels)
         bar.set_postfix(loss=f"{total_loss / total_seen:.3f}")
-    return TrainStats(loss=total_loss / max(total_seen, 1), accuracy=total_correct / max(total_seen, 1))
+    return TrainStats(loss_sum=total_loss, n_correct=total_correct, n_seen=total_seen)
 
 
 @dataclass

@@ -192,6 +192,24 @@ def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: in
     return MelifyReport(records)
 
 
+def cached_melify(root: Path, config: MelConfig, workers: int | None = None) -> Path:
+    """Melify output for `root`: root itself when it is melify output made with `config`, else its cache
+    `ROOT.mel-<hash of config>` next to it, made or completed now."""
+    root = Path(root)
+    if (root / MANIFEST).exists():
+        made_with = json.loads((root / MANIFEST).read_text()).get("mel_config")
+        if made_with != config.to_dict():
+            raise LayoutError(f"{root} holds mels made with other parameters ({made_with}) than needed "
+                              f"({config.to_dict()}): pass the audio folder instead, and it is converted again")
+        return root
+    mel_root = root.parent / f"{root.name}.mel-{config.fingerprint()}"
+    report = melify(root, mel_root, config, workers=workers)
+    print(f"melify {root} -> {mel_root}: {report.summary()}", file=sys.stderr)
+    if not report.n_ok:
+        raise LayoutError(f"no clip of {root} could be converted: see {mel_root / MANIFEST}")
+    return mel_root
+
+
 def _run(tasks: list, workers: int):
     """Yield `_convert` results in task order, in this process or in a pool of `workers` processes."""
     jobs = [job for _, job in tasks]

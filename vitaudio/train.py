@@ -4,11 +4,15 @@ ROOT holds audio class folders (melify runs first into `ROOT.mel-<hash>/` next t
 melify output. Without ROOT the built-in synthetic demo set is made in data/demo and used. The run directory
 gets config.json, split.json, metrics.jsonl, best.pt, last.pt, and after training the test split's
 test_report.json, test_predictions.csv, confusion_matrix.png and curves.png, scored once with best.pt.
+
+`--resume DIR` continues an interrupted run; `--init-from CKPT` fine-tunes a trained model on new classes;
+`torchrun --nproc_per_node=N train.py ...` trains with DistributedDataParallel (--batch-size is per process).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -17,19 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.transforms import Compose
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import (MelClips, RandomCrop, SegmentRule, Segmented, SpecAugment, collate_segments, mel_stats,
-                   read_mel_config, source_paths)
+from .data import (MelClips, RandomCrop, SegmentRule, SpecAugment, Standardize, mel_stats, read_mel_config,
+                   segment_loader, source_paths)
+from .distributed import DistContext, all_reduce_sum, barrier, broadcast, init_distributed, shutdown
 from .engine import evaluate, resolve_device, train_one_epoch
+from .evaluate import write_test_outputs
 from .features import MelConfig
-from .melify import MANIFEST, melify
-from .model import PRESETS, ViT, vit_config
-from .plots import plot_confusion_matrix, plot_curves
-from .report import classification_report, write_predictions
-from .splits import SPLITS, check_split, make_split, read_groups, read_split_file, write_split_file
+from .melify import cached_melify
+from .model import PRESETS, ViT, ViTConfig, vit_config
+from .plots import plot_curves
+from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
 
 DEMO_ROOT = Path("data/demo")
 
@@ -40,8 +46,8 @@ class TrainConfig:
 
     root: str | None = None  # audio class folders or melify output; None = the demo set in data/demo
     model: str = "tiny"  # ViT preset (model.PRESETS)
-    epochs: int = 30  # most epochs to train; early stopping may end sooner
-    batch_size: int = 32
+    epochs: int = 30  # total epochs (also when resuming); early stopping may end sooner
+    batch_size: int = 32  # per process
     lr: float = 5e-4  # AdamW peak learning rate, reached after the warm-up
     weight_decay: float = 0.05
     warmup_epochs: int = 3  # linear warm-up from lr / 100; ReduceLROnPlateau takes over after it
@@ -60,26 +66,7 @@ class TrainConfig:
     split_seed: int = 0  # the train/val/test split, kept apart from `seed` so runs can share a split
     split_file: str | None = None  # JSON {"train": [...], ...} or CSV clip,split
     groups: str | None = None  # CSV clip,group; None = ROOT/metadata.csv when it has those columns
-
-
-def prepare_mel_root(root: Path | None, workers: int | None) -> Path:
-    """The melify output folder for `root`: root itself, or its cache `ROOT.mel-<hash>` (made or completed now)."""
-    if root is None:
-        root = DEMO_ROOT
-        if not (root / "metadata.csv").exists():
-            from .demo import make_demo_dataset
-
-            print(f"making the synthetic demo set in {root}")
-            make_demo_dataset(root)
-    if (root / MANIFEST).exists():
-        return root
-    config = MelConfig()
-    mel_root = root.parent / f"{root.name}.mel-{config.fingerprint()}"
-    report = melify(root, mel_root, config, workers=workers)
-    print(f"melify {root} -> {mel_root}: {report.summary()}")
-    if not report.n_ok:
-        raise SystemExit(f"no clip of {root} could be converted: see {mel_root / MANIFEST}")
-    return mel_root
+    init_from: str | None = None  # checkpoint to fine-tune from (head re-initialised when classes differ)
 
 
 def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[str, list[str]]:
@@ -103,9 +90,212 @@ def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[
 def make_run_dir(out: str | None) -> Path:
     run_dir = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise SystemExit(f"{run_dir} is not empty: choose a new --out directory")
+        raise SystemExit(f"{run_dir} is not empty: choose a new --out directory, or continue it with --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def prepare_data(config: TrainConfig, mel_config: MelConfig) -> Path:
+    """Make the demo set when no root is given, and melify the root when it holds audio; -> the mel root."""
+    if config.root is None and not (DEMO_ROOT / "metadata.csv").exists():
+        from .demo import make_demo_dataset
+
+        print(f"making the synthetic demo set in {DEMO_ROOT}")
+        make_demo_dataset(DEMO_ROOT)
+    return cached_melify(Path(config.root or DEMO_ROOT), mel_config, config.workers)
+
+
+def rng_state() -> dict:
+    """Every random generator a run draws from, as plain tensors (loadable with weights_only=True)."""
+    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+             "numpy_pos": int(np.random.get_state()[2]), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def initial_weights(model: ViT, checkpoint_path: str, classes: list[str]) -> None:
+    """Fine-tuning: load a trained model's weights, keeping this model's new head when the classes differ."""
+    source = load_checkpoint(Path(checkpoint_path))
+    weights = source["model"]
+    if source["classes"] != classes:
+        weights = {k: v for k, v in weights.items() if not k.startswith("head.fc.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or set(missing) - {"head.fc.weight", "head.fc.bias"}:
+        raise SystemExit(f"{checkpoint_path}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+    print(f"initialised from {checkpoint_path}" + ("" if source["classes"] == classes else
+                                                   f" with a new head for {len(classes)} classes"))
+
+
+def train(config: TrainConfig, resume: Path | None = None) -> Path:
+    """Run one training as `config` says (or continue the run in `resume`); return the run directory."""
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    ctx = init_distributed(device.type)
+    try:
+        run_dir = _train(config, resume, device, ctx)
+        if ctx.enabled:
+            print(f"rank {ctx.rank}/{ctx.world_size} done", file=sys.stderr)
+        return run_dir
+    finally:
+        shutdown(ctx)
+
+
+def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext) -> Path:
+    seed_everything(config.seed)
+    amp = device.type == "cuda" if config.amp is None else config.amp
+    workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1)
+                                                                 if device.type == "cuda" else 0)
+    source = load_checkpoint(Path(config.init_from)) if config.init_from else None
+    mel_config = MelConfig(**source["mel_config"]) if source else MelConfig()
+    if ctx.is_main:  # rank 0 alone writes files; the others wait for its results
+        run_dir = resume or make_run_dir(config.out)
+        mel_root = prepare_data(config, mel_config)
+    run_dir, mel_root = broadcast((run_dir, mel_root) if ctx.is_main else None, ctx)
+    mel_config = read_mel_config(mel_root)
+    all_clips = MelClips(mel_root)
+    classes = all_clips.classes
+    data_root = Path(config.root) if config.root else DEMO_ROOT
+
+    if resume:
+        saved = json.loads((run_dir / "config.json").read_text())
+        split = read_split_file(run_dir / "split.json")
+        standardize = Standardize(**saved["normalization"])
+        model_config = ViTConfig(**saved["model"])
+    else:
+        split = choose_split(config, all_clips, data_root)
+        standardize = mel_stats(MelClips(mel_root, split["train"]))
+        overrides = dict(n_mels=mel_config.n_mels, n_classes=len(classes))
+        model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
+                        else vit_config(config.model, **overrides))
+    frames = round(config.segment_seconds * mel_config.frames_per_second)
+    rule = SegmentRule(frames=frames, hop_frames=frames)
+    if frames < model_config.patch_size[1]:
+        raise SystemExit(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
+                         f"patch ({model_config.patch_size[1]} frames)")
+    if ctx.is_main and not resume:
+        paths = source_paths(mel_root)
+        write_split_file(run_dir / "split.json", split, {k: paths.get(k, f"{k}.png") for k in all_clips.keys})
+        (run_dir / "config.json").write_text(json.dumps(
+            {"train": asdict(config), "model": asdict(model_config), "mel": mel_config.to_dict(),
+             "segment": rule.to_dict(), "normalization": asdict(standardize), "classes": classes,
+             "mel_root": str(mel_root)}, indent=1))
+
+    pin = device.type == "cuda"
+    train_set = MelClips(mel_root, split["train"], transform=Compose([RandomCrop(frames), standardize, SpecAugment()]))
+    sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                              num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                              drop_last=len(train_set) > config.batch_size * ctx.world_size)
+    eval_batch = max(1, config.batch_size // 4)
+    val_loader = segment_loader(MelClips(mel_root, split["val"]), rule, standardize, batch_size=eval_batch,
+                                workers=workers, pin_memory=pin)
+
+    model = ViT(model_config).to(device)
+    if source and not resume:
+        initial_weights(model, config.init_from, classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01,
+                                               total_iters=max(1, config.warmup_epochs * len(train_loader)))
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
+                                                         patience=config.plateau_patience)
+    scaler = torch.amp.GradScaler("cuda") if amp and pin and not torch.cuda.is_bf16_supported() else None
+    start_epoch, best_acc, best_loss, best_epoch = 1, -1.0, float("inf"), 0
+    if resume:
+        last = load_checkpoint(run_dir / "last.pt", map_location=device)
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        warmup.load_state_dict(last["warmup"])
+        plateau.load_state_dict(last["scheduler"])
+        set_rng_state(last["rng"])
+        start_epoch, best_acc, best_loss, best_epoch = (last["epoch"] + 1, last["best_val_acc"],
+                                                        last["best_val_loss"], last["best_epoch"])
+        if ctx.is_main:
+            rewind_metrics(run_dir / "metrics.jsonl", last["record"])
+    trained = DistributedDataParallel(model) if ctx.enabled else model
+    if ctx.is_main:
+        print(f"model {config.model}: {model.num_params() / 1e6:.2f} M parameters; {len(classes)} classes; "
+              f"clips train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])}; "
+              f"device {device}{' + AMP' if amp else ''}"
+              f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}; run {run_dir}"
+              + (f"; resuming at epoch {start_epoch}" if resume else ""))
+    checkpoint_base = {"model_config": asdict(model_config), "mel_config": mel_config.to_dict(), "classes": classes,
+                       "normalization": asdict(standardize), "segment": rule.to_dict(), "train_config": asdict(config)}
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        start = time.time()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        stats = train_one_epoch(trained, train_loader, optimizer, device=device, warmup=warmup, amp=amp, scaler=scaler,
+                                label_smoothing=config.label_smoothing, mixup_alpha=config.mixup,
+                                grad_clip=config.grad_clip, epoch=epoch, progress=ctx.is_main)
+        loss_sum, n_correct, n_seen = all_reduce_sum([stats.loss_sum, stats.n_correct, stats.n_seen], ctx)
+        val = evaluate(model, val_loader, device=device, amp=amp)  # every rank: same weights, same result
+        if epoch > config.warmup_epochs:
+            plateau.step(val.accuracy)
+        improved = val.accuracy > best_acc or (val.accuracy == best_acc and val.loss < best_loss)
+        if improved:
+            best_acc, best_loss, best_epoch = val.accuracy, val.loss, epoch
+        if ctx.is_main:
+            record = {"epoch": epoch, "train_loss": loss_sum / n_seen, "train_acc": n_correct / n_seen,
+                      "val_loss": val.loss, "val_acc": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
+                      "seconds": time.time() - start}
+            checkpoint = {**checkpoint_base, "model": model.state_dict(), "epoch": epoch,
+                          "optimizer": optimizer.state_dict(), "warmup": warmup.state_dict(),
+                          "scheduler": plateau.state_dict(), "rng": rng_state(), "best_val_acc": best_acc,
+                          "best_val_loss": best_loss, "best_epoch": best_epoch}
+            with open(run_dir / "metrics.jsonl", "a") as file:
+                file.write(json.dumps(record) + "\n")
+            if improved:
+                save_checkpoint(run_dir / "best.pt", checkpoint)
+            save_checkpoint(run_dir / "last.pt", {**checkpoint, "record": record})  # last: it defines the resume point
+            print(f"epoch {epoch:3d}/{config.epochs}  train loss {record['train_loss']:.3f} "
+                  f"acc {record['train_acc']:.3f}  val loss {val.loss:.3f} acc {val.accuracy:.3f}  "
+                  f"lr {record['lr']:.1e}  {record['seconds']:.1f} s" + ("  *" if improved else ""), flush=True)
+        if epoch - best_epoch >= config.patience:
+            if ctx.is_main:
+                print(f"early stop: no better val accuracy for {config.patience} epochs")
+            break
+
+    if ctx.is_main:
+        test_loader = segment_loader(MelClips(mel_root, split["test"]), rule, standardize, batch_size=eval_batch,
+                                     workers=workers, pin_memory=pin)
+        test_best(model, run_dir, mel_root, classes, device=device, amp=amp, loader=test_loader)
+    barrier(ctx)
+    return run_dir
+
+
+def rewind_metrics(path: Path, last_record: dict) -> None:
+    """metrics.jsonl up to the epoch of last.pt, whose own line comes from last.pt: a run killed mid-epoch or
+    between the writes of an epoch continues with exactly one line per completed epoch."""
+    lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < last_record["epoch"]]
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    tmp_path.write_text("".join(line + "\n" for line in [*lines, json.dumps(last_record)]))
+    os.replace(tmp_path, path)
+
+
+def test_best(model: ViT, run_dir: Path, mel_root: Path, classes: list[str], *, device: torch.device, amp: bool,
+              loader: DataLoader) -> dict:
+    """Score the test split once with best.pt and write the test report, predictions and pictures."""
+    best = load_checkpoint(run_dir / "best.pt", map_location=device)
+    model.load_state_dict(best["model"])
+    result = evaluate(model, loader, device=device, amp=amp)
+    paths = source_paths(mel_root)
+    report = write_test_outputs(run_dir, result, [paths.get(k, k) for k in loader.dataset.clips.keys], classes)
+    report["best_epoch"] = best["epoch"]
+    (run_dir / "test_report.json").write_text(json.dumps(report, indent=1))
+    plot_curves([json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()],
+                run_dir / "curves.png")
+    print(f"test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} "
+          f"clips, best epoch {best['epoch']}; run saved in {run_dir}")
+    return report
 
 
 def seed_everything(seed: int) -> None:
@@ -114,120 +304,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig) -> Path:
-    """Run one training as `config` says; return the run directory."""
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    amp = device.type == "cuda" if config.amp is None else config.amp
-    workers = config.workers if config.workers is not None else (min(8, torch.multiprocessing.cpu_count())
-                                                                 if device.type == "cuda" else 0)
-    run_dir = make_run_dir(config.out)  # refused before any slow work when it is not new
-    data_root = Path(config.root) if config.root else DEMO_ROOT
-    mel_root = prepare_mel_root(Path(config.root) if config.root else None, config.workers)
-    mel_config = read_mel_config(mel_root)
-    all_clips = MelClips(mel_root)
-    classes = all_clips.classes
-    split = choose_split(config, all_clips, data_root)
-
-    paths = source_paths(mel_root)
-    write_split_file(run_dir / "split.json", split, {k: paths.get(k, f"{k}.png") for k in all_clips.keys})
-    standardize = mel_stats(MelClips(mel_root, split["train"]))
-    frames = round(config.segment_seconds * mel_config.frames_per_second)
-    rule = SegmentRule(frames=frames, hop_frames=frames)
-    model_config = vit_config(config.model, n_mels=mel_config.n_mels, n_classes=len(classes))
-    if frames < model_config.patch_size[1]:
-        raise SystemExit(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
-                         f"patch ({model_config.patch_size[1]} frames)")
-    (run_dir / "config.json").write_text(json.dumps(
-        {"train": asdict(config), "model": asdict(model_config), "mel": mel_config.to_dict(), "segment":
-         rule.to_dict(), "normalization": asdict(standardize), "classes": classes, "mel_root": str(mel_root)},
-        indent=1))
-
-    pin = device.type == "cuda"
-    train_set = MelClips(mel_root, split["train"], transform=Compose([RandomCrop(frames), standardize, SpecAugment()]))
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=workers,
-                              pin_memory=pin, drop_last=len(train_set) > config.batch_size,
-                              persistent_workers=workers > 0)
-
-    def eval_loader(name: str) -> DataLoader:
-        return DataLoader(Segmented(MelClips(mel_root, split[name]), rule, standardize),
-                          batch_size=max(1, config.batch_size // 4), num_workers=workers, pin_memory=pin,
-                          collate_fn=collate_segments)
-
-    model = ViT(model_config).to(device)
-    print(f"model {config.model}: {model.num_params() / 1e6:.2f} M parameters; {len(classes)} classes; "
-          f"clips train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])}; "
-          f"device {device}{' + AMP' if amp else ''}; run {run_dir}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup_steps = max(1, config.warmup_epochs * len(train_loader))
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup_steps)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
-                                                         patience=config.plateau_patience)
-    scaler = (torch.amp.GradScaler("cuda") if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-              else None)
-    checkpoint_base = {"model_config": asdict(model_config), "mel_config": mel_config.to_dict(), "classes": classes,
-                       "normalization": asdict(standardize), "segment": rule.to_dict(), "train_config": asdict(config)}
-    val_loader = eval_loader("val")
-
-    best_acc, best_loss, best_epoch = -1.0, float("inf"), 0
-    for epoch in range(1, config.epochs + 1):
-        start = time.time()
-        stats = train_one_epoch(model, train_loader, optimizer, device=device, warmup=warmup, amp=amp, scaler=scaler,
-                                label_smoothing=config.label_smoothing, mixup_alpha=config.mixup,
-                                grad_clip=config.grad_clip, epoch=epoch)
-        val = evaluate(model, val_loader, device=device, amp=amp)
-        if epoch > config.warmup_epochs:
-            plateau.step(val.accuracy)
-        improved = val.accuracy > best_acc or (val.accuracy == best_acc and val.loss < best_loss)
-        if improved:
-            best_acc, best_loss, best_epoch = val.accuracy, val.loss, epoch
-        record = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
-                  "val_acc": val.accuracy, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - start}
-        with open(run_dir / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(record) + "\n")
-        checkpoint = {**checkpoint_base, "model": model.state_dict(), "epoch": epoch,
-                      "optimizer": optimizer.state_dict(), "warmup": warmup.state_dict(),
-                      "scheduler": plateau.state_dict(), "best_val_acc": best_acc, "best_epoch": best_epoch}
-        save_checkpoint(run_dir / "last.pt", checkpoint)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", checkpoint)
-        print(f"epoch {epoch:3d}/{config.epochs}  train loss {stats.loss:.3f} acc {stats.accuracy:.3f}  "
-              f"val loss {val.loss:.3f} acc {val.accuracy:.3f}  lr {record['lr']:.1e}  {record['seconds']:.1f} s"
-              + ("  *" if improved else ""))
-        if epoch - best_epoch >= config.patience:
-            print(f"early stop: no better val accuracy for {config.patience} epochs")
-            break
-
-    test_split(model, run_dir, mel_root, split["test"], classes, device=device, amp=amp, loader=eval_loader("test"))
-    return run_dir
-
-
-def test_split(model: ViT, run_dir: Path, mel_root: Path, test_keys: list[str], classes: list[str], *,
-               device: torch.device, amp: bool, loader: DataLoader) -> dict:
-    """Score the test split once with best.pt and write the test report, predictions and pictures."""
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    model.load_state_dict(best["model"])
-    result = evaluate(model, loader, device=device, amp=amp)
-    report = classification_report(result.clip_logits, result.labels, classes)
-    report["best_epoch"] = best["epoch"]
-    (run_dir / "test_report.json").write_text(json.dumps(report, indent=1))
-    paths = source_paths(mel_root)
-    clips = [paths.get(k, k) for k in loader.dataset.clips.keys]
-    write_predictions(run_dir / "test_predictions.csv", clips, result.clip_logits, result.labels, classes)
-    plot_confusion_matrix(report["confusion_matrix"], classes, run_dir / "confusion_matrix.png")
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    plot_curves(metrics, run_dir / "curves.png")
-    print(f"test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} "
-          f"clips, best epoch {best['epoch']}; run saved in {run_dir}")
-    return report
-
-
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]:
+    """Flags -> (config, run directory to resume or None). A resumed run keeps its config but --epochs."""
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", help="audio class folders or melify output (default: the demo set)")
     parser.add_argument("--model", choices=sorted(PRESETS), default=defaults.model)
-    for name in ("epochs", "batch_size", "lr", "segment_seconds", "mixup", "patience", "seed", "split_seed"):
+    parser.add_argument("--epochs", type=int, help=f"total epochs (default {defaults.epochs}; a resumed run's own)")
+    for name in ("batch_size", "lr", "segment_seconds", "mixup", "patience", "seed", "split_seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
                             default=getattr(defaults, name))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
@@ -237,12 +321,22 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--out", help="run directory (default: runs/<timestamp>); must be new or empty")
     parser.add_argument("--split-file", help='JSON {"train": [...], "val": [...], "test": [...]} or CSV clip,split')
     parser.add_argument("--groups", help="CSV clip,group for grouped splits (default: ROOT/metadata.csv)")
+    parser.add_argument("--init-from", help="checkpoint to fine-tune from")
+    parser.add_argument("--resume", type=Path, help="continue the interrupted run in this directory")
     args = vars(parser.parse_args(argv))
-    return TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig) if f.name in args})
+    resume = args.pop("resume")
+    if resume:
+        if not (resume / "last.pt").exists():
+            parser.error(f"{resume} has no last.pt to resume from")
+        saved = json.loads((resume / "config.json").read_text())["train"]
+        return TrainConfig(**{**saved, "epochs": args["epochs"] or saved["epochs"]}), resume
+    args["epochs"] = args["epochs"] or defaults.epochs
+    return TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig) if f.name in args}), None
 
 
 def main(argv: list[str] | None = None) -> None:
-    train(parse_args(argv))
+    config, resume = parse_args(argv)
+    train(config, resume)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""`python -m vitaudio.evaluate CHECKPOINT ROOT [--split-file F]`: score a checkpoint on a folder of clips.
+
+ROOT holds audio class folders (converted with the checkpoint's mel parameters into `ROOT.mel-<hash>/`) or
+melify output. All clips are scored, or only the `--split` (default test) of `--split-file`. Writes the same
+test_report.json, test_predictions.csv and confusion_matrix.png as training does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .data import MelClips, SegmentRule, Standardize, segment_loader, source_paths
+from .engine import EvalResult, evaluate, resolve_device
+from .features import MelConfig
+from .melify import LayoutError, cached_melify
+from .model import ViT, ViTConfig
+from .plots import plot_confusion_matrix
+from .report import classification_report, write_predictions
+from .splits import SPLITS, read_split_file
+
+
+def write_test_outputs(out_dir: Path, result: EvalResult, clips: list[str], classes: list[str]) -> dict:
+    """test_report.json, test_predictions.csv and confusion_matrix.png for scored clips; returns the report."""
+    report = classification_report(result.clip_logits, result.labels, classes)
+    (out_dir / "test_report.json").write_text(json.dumps(report, indent=1))
+    write_predictions(out_dir / "test_predictions.csv", clips, result.clip_logits, result.labels, classes)
+    plot_confusion_matrix(report["confusion_matrix"], classes, out_dir / "confusion_matrix.png")
+    return report
+
+
+def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path | None = None, split: str = "test",
+                        out: Path | None = None, device: str = "auto", batch_size: int = 8,
+                        workers: int | None = None) -> dict:
+    """Score `checkpoint_path` on the clips of `root` (or of one split of `split_file`); return the report."""
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    classes = checkpoint["classes"]
+    mel_root = cached_melify(Path(root), MelConfig(**checkpoint["mel_config"]), workers)
+    unknown = sorted({p.name for p in mel_root.iterdir() if p.is_dir()} - set(classes))
+    if unknown:
+        raise LayoutError(f"{root} has class folders the checkpoint does not know: {', '.join(unknown)} "
+                          f"(its classes: {', '.join(classes)})")
+    keys = read_split_file(split_file)[split] if split_file else None
+    clips = MelClips(mel_root, keys, classes=classes)
+    if not len(clips):
+        raise LayoutError(f"no clips to score in {mel_root}" + (f" for the {split} split of {split_file}"
+                                                                if split_file else ""))
+    torch_device = resolve_device(device)
+    model = ViT(ViTConfig(**checkpoint["model_config"])).to(torch_device)
+    model.load_state_dict(checkpoint["model"])
+    loader = segment_loader(clips, SegmentRule(**checkpoint["segment"]), Standardize(**checkpoint["normalization"]),
+                            batch_size=batch_size)
+    result = evaluate(model, loader, device=torch_device)
+    out_dir = Path(out) if out else checkpoint_path.parent / f"eval-{Path(root).name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = source_paths(mel_root)
+    report = write_test_outputs(out_dir, result, [paths.get(k, k) for k in clips.keys], classes)
+    print(f"accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} clips; "
+          f"reports in {out_dir}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("root", type=Path, help="audio class folders or melify output")
+    parser.add_argument("--split-file", type=Path, help="score only one split of this JSON/CSV split file")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="which split of --split-file")
+    parser.add_argument("--out", type=Path, help="folder for the reports (default: next to the checkpoint)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--workers", type=int, help="melify processes")
+    args = parser.parse_args(argv)
+    try:
+        evaluate_checkpoint(args.checkpoint, args.root, split_file=args.split_file, split=args.split, out=args.out,
+                            device=args.device, workers=args.workers)
+    except (LayoutError, ValueError, FileNotFoundError) as err:
+        print(f"evaluate: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
