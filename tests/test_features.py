@@ -1,3 +1,5 @@
+import io
+
 import librosa
 import numpy as np
 import pytest
@@ -141,3 +143,17 @@ def test_mel_config_rejects_bad_values():
 def test_mel_config_fingerprint_is_stable_and_parameter_sensitive():
     assert MelConfig().fingerprint() == MelConfig().fingerprint()
     assert MelConfig().fingerprint() != MelConfig(n_mels=64).fingerprint()
+
+
+def test_png_encoding_is_read_alike_by_pillow_and_torchvision(tmp_path):
+    import torch
+    from torchvision.io import decode_png
+
+    from vitaudio.features import encode_png16
+
+    image = np.random.default_rng(4).integers(0, 65536, size=(16, 37), dtype=np.uint16)
+    data = encode_png16(image)
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == "I;16" and np.array_equal(np.asarray(decoded), image)
+    from_torchvision = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8))  # (1, H, W) uint16
+    assert np.array_equal(from_torchvision[0].numpy().astype(np.uint16), image)

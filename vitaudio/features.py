@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import zlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +27,6 @@ from PIL import Image
 
 PNG_DB_MIN, PNG_DB_MAX = -160.0, 0.0
 PNG_DB_STEP = (PNG_DB_MAX - PNG_DB_MIN) / 65535
-PNG_COMPRESS_LEVEL = 1  # mel images are noise-like: level 1 is 2x faster than 6 and only 1.5% larger
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,32 @@ def png_to_db(image: np.ndarray) -> np.ndarray:
     return (image[::-1].astype(np.float32) * np.float32(PNG_DB_STEP) + np.float32(PNG_DB_MIN))
 
 
+def encode_png16(image: np.ndarray) -> bytes:
+    """(height, width) uint16 -> the bytes of a 16-bit greyscale PNG.
+
+    Written here rather than by Pillow, which takes 18 ms for a 30 s mel at its fastest compression level: rows
+    are stored unfiltered and deflated with Huffman coding only (the low bytes of dB values are noise that
+    LZ77 matching cannot shrink), which makes a smaller file in 3 ms. Any PNG reader opens it.
+    """
+    height, width = image.shape
+    rows = np.zeros((height, 1 + 2 * width), np.uint8)  # each row: filter type 0, then big-endian samples
+    rows[:, 1:] = image.astype(">u2").view(np.uint8).reshape(height, 2 * width)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)  # 16-bit greyscale, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", deflate.compress(rows.tobytes()) + deflate.flush()) + chunk(b"IEND", b""))
+
+
 def write_mel_png(path: Path, mel_db: np.ndarray) -> None:
     """Write `mel_db` as a 16-bit PNG atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
     tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        Image.fromarray(db_to_png(mel_db)).save(tmp_path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        tmp_path.write_bytes(encode_png16(db_to_png(mel_db)))
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

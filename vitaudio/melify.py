@@ -28,6 +28,9 @@ from .features import PNG_DB_MAX, PNG_DB_MIN, MelConfig, log_mel, write_mel_png
 MANIFEST = "melify.json"
 GTZAN_FOLDERS = ("genres_original", "genres")  # what the GTZAN archives unpack into
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
+# A worker process takes ~3 s to start (it imports torch and librosa), while this process converts ~60 clips/s
+# with torch's own threads: measured on 2 cores (bench/melify_bench.py), a pool pays off from ~500 clips on.
+CLIPS_PER_WORKER_MIN = 250
 
 
 class LayoutError(ValueError):
@@ -177,7 +180,7 @@ def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: in
                 tasks.append((record, (source, output, config)))
             outputs_seen.setdefault(rel_output, record["source"])
 
-    workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
+    workers = min(workers or os.cpu_count() or 1, max(1, len(tasks) // CLIPS_PER_WORKER_MIN))
     bar = tqdm(total=len(records), initial=len(records) - len(tasks), desc="melify", unit="clip",
                disable=not progress, file=sys.stderr)
     try:
