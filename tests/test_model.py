@@ -214,9 +214,9 @@ def test_vit_config_applies_overrides_on_top_of_preset():
 
 
 def test_unknown_preset_raises_listing_the_names():
-    with pytest.raises(ValueError, match="base.*small.*tiny"):
+    with pytest.raises(ValueError, match="base.*mini.*small.*tiny"):
         vit_config("huge")
-    assert set(PRESETS) == {"tiny", "small", "base"}
+    assert set(PRESETS) == {"mini", "tiny", "small", "base"}
 
 
 def test_config_survives_a_json_round_trip():

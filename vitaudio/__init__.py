@@ -13,6 +13,7 @@ _EXPORTS = {
     "melify": "melify",
     "make_demo_dataset": "demo",
     "ViT": "model", "ViTConfig": "model", "vit_config": "model",
+    "pipeline": "inference", "AudioClassifier": "inference",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain data, "
                               f"which could run code ({str(err).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # on arbitrary bytes the unpickler raises KeyError, ValueError, EOFError, ...
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt ({err})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vitaudio checkpoint (make one with `python train.py`)")

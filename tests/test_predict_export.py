@@ -1,0 +1,130 @@
+"""`python -m vitaudio.predict` (table, json, csv; bad files skipped) and `python -m vitaudio.export` (parity)."""
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_inference import CLASSES, make_checkpoint, music, write_wav
+
+from vitaudio import export, predict
+from vitaudio.data import cut_segments
+from vitaudio.inference import pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
+
+
+@pytest.fixture
+def audio_tree(tmp_path) -> Path:
+    """tmp/songs/{a.wav, nested/b.flac, nested/.hidden.wav, broken.wav, notes.txt}."""
+    songs = tmp_path / "songs"
+    write_wav(songs / "a.wav", music(2.0))
+    write_wav(songs / "nested" / "b.flac", music(3.5, seed=1), subtype="PCM_16")
+    write_wav(songs / "nested" / ".hidden.wav", music(1.0))
+    (songs / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    (songs / "notes.txt").write_text("not audio, not picked up from a folder")
+    return songs
+
+
+def run_predict(capsys, *argv) -> tuple[int, str, str]:
+    code = predict.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_json_lists_every_file_and_reports_bad_ones(checkpoint, audio_tree, capsys):
+    code, out, err = run_predict(capsys, checkpoint, audio_tree, audio_tree / "missing.wav", "--format", "json",
+                                 "--top-k", "2")
+    assert code == 0
+    records = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert set(records) == {"a.wav", "b.flac", "broken.wav", "missing.wav"}
+    assert "not a readable audio file" in records["broken.wav"]["error"]
+    assert records["missing.wav"]["error"] == "no such file or folder"
+    clf = pipeline(checkpoint, device="cpu")
+    assert records["a.wav"]["predictions"] == clf(audio_tree / "a.wav", top_k=2)
+    assert [set(p) for p in records["b.flac"]["predictions"]] == [{"label", "score"}] * 2
+    assert f"skipped {audio_tree / 'broken.wav'}" in err and "classified 2 of 4 files" in err
+
+
+def test_predict_csv_has_one_row_per_file_and_rank(checkpoint, audio_tree, capsys):
+    code, out, _ = run_predict(capsys, checkpoint, audio_tree / "a.wav", audio_tree / "nested", "--format", "csv",
+                               "--top-k", "10")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and list(rows[0]) == ["path", "rank", "label", "score"]
+    assert len(rows) == 2 * len(CLASSES)  # top-k capped at the 3 classes; the hidden file is skipped
+    assert [r["rank"] for r in rows] == ["1", "2", "3"] * 2
+    assert {r["label"] for r in rows} == set(CLASSES) and rows[3]["path"].endswith("b.flac")
+    scores = [float(r["score"]) for r in rows[:3]]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_table_on_stdout_with_a_progress_bar_on_stderr(checkpoint, audio_tree, capsys):
+    code, out, err = run_predict(capsys, checkpoint, audio_tree, "--top-k", "1")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("path") and len(lines) == 4
+    assert any(line.startswith(str(audio_tree / "a.wav")) and line.split()[-2] in CLASSES for line in lines)
+    assert any("broken.wav" in line and "error: not a readable audio file" in line for line in lines)
+    assert "predict: 100%" in err and "3/3" in err
+
+
+def test_predict_runs_as_a_module(checkpoint, audio_tree):
+    result = subprocess.run([sys.executable, "-m", "vitaudio.predict", str(checkpoint), str(audio_tree / "a.wav"),
+                             "--format", "json"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)[0]["predictions"][0]["label"] in CLASSES
+
+
+def test_predict_with_a_bad_checkpoint_or_no_good_file_fails_clearly(checkpoint, audio_tree, tmp_path, capsys):
+    (tmp_path / "fake.pt").write_bytes(b"nope")
+    code, out, err = run_predict(capsys, tmp_path / "fake.pt", audio_tree)
+    assert code == 2 and out == "" and "fake.pt" in err
+    code, _, err = run_predict(capsys, checkpoint, audio_tree / "broken.wav")
+    assert code == 1 and "broken.wav" in err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch-export"])
+def test_export_prints_parity_and_writes_the_model_and_its_sidecar(checkpoint, tmp_path, capsys, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
+    out = tmp_path / f"model{export.FORMATS[fmt]}"
+    assert export.main([str(checkpoint), "--format", fmt, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("max |Δlogit|") == 3 and "(2, 1, 128, 43)" in printed and "(1, 1, 128, 99)" in printed
+    assert "parity check passed" in printed
+    sidecar = json.loads(export.sidecar_path(out).read_text())
+    assert sidecar["classes"] == CLASSES and sidecar["segment"] == {"frames": 43, "hop_frames": 43}
+    assert sidecar["mel_config"]["n_mels"] == 128 and sidecar["normalization"]["mean"] == -35.0
+    assert all(check["max_abs_logit_diff"] < 1e-4 for check in sidecar["parity"]["checks"])
+
+    clf = pipeline(checkpoint, device="cpu")
+    run = (_onnx_runner(out) if fmt == "onnx" else
+           lambda mel: torch.export.load(str(out)).module()(torch.from_numpy(mel)).detach().numpy())
+    song = music(7.3)  # the sidecar's recipe: log-mel dB, cut into segments, mean of their logits
+    segments = cut_segments(torch.from_numpy(clf.mel_db(song))[None], clf.segment_rule).numpy()
+    assert np.abs(run(segments).mean(0) - clf.logits(song)).max() < 1e-4
+    whole = clf.mel_db(song)[None, None]  # (1, 1, 128, 315): one input of any length
+    module = export.MelClassifier(clf.model, clf.standardize).eval()
+    with torch.no_grad():
+        assert np.abs(run(whole) - module(torch.from_numpy(whole)).numpy()).max() < 1e-4
+
+
+def _onnx_runner(path: Path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda mel: session.run(None, {"mel_db": mel})[0]
+
+
+def test_export_of_a_file_that_is_not_a_checkpoint_fails_naming_it(tmp_path, capsys):
+    (tmp_path / "junk.pt").write_text("junk")
+    assert export.main([str(tmp_path / "junk.pt"), "--format", "torch-export"]) == 2
+    assert "junk.pt" in capsys.readouterr().err

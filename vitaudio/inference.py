@@ -1,0 +1,255 @@
+"""Score audio with a trained checkpoint: `pipeline("runs/x/best.pt")("song.wav")` -> [{"label", "score"}, ...].
+
+Every clip takes the evaluation's path, reusing its functions: decode (`audio.load_audio`) -> log-mel dB of the
+whole clip (`features.log_mel`, the function melify made the training images with) -> standardise with the
+training statistics (`data.Standardize`) -> cut into the checkpoint's segments (`data.cut_segments`) -> segment
+logits -> their mean (`engine.clip_logits_of`). Scores are the softmax of the clip logits over all classes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .audio import AudioDecodeError, load_audio, resample
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import SegmentRule, Standardize, cut_segments
+from .engine import clip_logits_of, resolve_device
+from .features import MelConfig, log_mel
+from .model import ViT, ViTConfig
+
+# What one input may be: a path, the bytes of a file, 1-D samples at the model's rate, {"sampling_rate", "array"}.
+AudioInput = str | Path | bytes | np.ndarray | dict
+
+
+class InputError(ValueError):
+    """An input cannot be scored; the message names it and says what to pass instead."""
+
+
+@dataclass
+class PreparedClip:
+    """One input, decoded and cut into model inputs."""
+
+    name: str  # the path, or "input <i>" for bytes, arrays and dicts
+    segments: Tensor  # (S, 1, n_mels, segment frames), standardised, on the model's device
+    starts: list[int]  # first frame of each segment
+    n_frames: int  # mel frames of the whole clip, before any padding
+    duration: float  # seconds of audio
+
+
+class AudioClassifier:
+    """A ViT with everything its checkpoint says about features, normalisation, segments and class names."""
+
+    def __init__(self, model: ViT, *, classes: list[str], mel_config: MelConfig, standardize: Standardize,
+                 segment_rule: SegmentRule, device: torch.device | str = "cpu", batch_size: int = 32):
+        if len(classes) != model.config.n_classes:
+            raise ValueError(f"{len(classes)} class names for a model with {model.config.n_classes} outputs")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.classes, self.mel_config = list(classes), mel_config
+        self.standardize, self.segment_rule = standardize, segment_rule
+        self.batch_size = batch_size  # segments per forward pass
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32) -> AudioClassifier:
+        """Load a `train.py` checkpoint (never running pickled code); CheckpointError names the file otherwise."""
+        path, device = Path(path), resolve_device(device)
+        checkpoint = load_checkpoint(path)  # refuses foreign, truncated and code-carrying files
+        mel_dict = checkpoint["mel_config"] if isinstance(checkpoint["mel_config"], dict) else {}
+        missing = sorted({f.name for f in fields(MelConfig)} - set(mel_dict))
+        if missing:
+            raise CheckpointError(f"{path}: its mel_config lacks {', '.join(missing)}, so it does not say how its "
+                                  f"features were made; retrain with the current train.py")
+        try:
+            mel_config = MelConfig(**checkpoint["mel_config"])
+            model = ViT(ViTConfig(**checkpoint["model_config"]))
+            model.load_state_dict(checkpoint["model"])
+            normalization, segment = checkpoint["normalization"], checkpoint["segment"]
+            standardize = Standardize(mean=float(normalization["mean"]), std=float(normalization["std"]))
+            segment_rule = SegmentRule(frames=int(segment["frames"]), hop_frames=int(segment["hop_frames"]))
+            if model.config.n_mels != mel_config.n_mels:
+                raise ValueError(f"model n_mels {model.config.n_mels} != mel_config n_mels {mel_config.n_mels}")
+            return cls(model, classes=checkpoint["classes"], mel_config=mel_config, standardize=standardize,
+                       segment_rule=segment_rule, device=device, batch_size=batch_size)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            reason = " ".join((str(err).strip() or repr(err)).split())[:300]  # load_state_dict's is many lines
+            message = f"{path}: not a usable vitaudio checkpoint ({type(err).__name__}: {reason})"
+            raise CheckpointError(message) from None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel_config.sample_rate
+
+    def __repr__(self) -> str:
+        return (f"AudioClassifier({len(self.classes)} classes, {self.model.num_params() / 1e6:.2f} M parameters, "
+                f"{self.segment_rule.frames / self.mel_config.frames_per_second:.2f} s segments, {self.device})")
+
+    def __call__(self, inputs: AudioInput | list[AudioInput], top_k: int | None = 5, *, batch_size: int | None = None,
+                 return_segments: bool = False):
+        """Top-k [{"label", "score"}] of one input, or a list of them for a list of inputs.
+
+        With return_segments, each result is {"predictions": [...], "segments": [{"start", "end", "predictions"}]}
+        (times in seconds): a timeline of what each segment alone predicts.
+        """
+        results = list(self.stream(_as_list(inputs), top_k, batch_size=batch_size, return_segments=return_segments))
+        return results if isinstance(inputs, (list, tuple)) else results[0]
+
+    def stream(self, inputs: Iterable[AudioInput], top_k: int | None = 5, *, batch_size: int | None = None,
+               return_segments: bool = False, skip_errors: bool = False) -> Iterator:
+        """Results one by one, in input order, scored in batches; with skip_errors an input that cannot be
+        decoded yields its AudioDecodeError / InputError instead of stopping the run."""
+        k = len(self.classes) if top_k is None else min(top_k, len(self.classes))
+        if k < 1:
+            raise ValueError(f"top_k must be >= 1 or None (all classes), got {top_k}")
+        for item in self._scored(inputs, self.model, batch_size, skip_errors):
+            if isinstance(item, Exception):
+                yield item
+                continue
+            clip, clip_logits, segment_logits = item
+            predictions = self._ranked(clip_logits, k)
+            if return_segments:
+                yield {"predictions": predictions, "segments": self._timeline(clip, segment_logits, k)}
+            else:
+                yield predictions
+
+    def logits(self, inputs: AudioInput | list[AudioInput], *, batch_size: int | None = None) -> np.ndarray:
+        """Clip logits: (n_classes,) for one input, (N, n_classes) for a list."""
+        return self._clip_outputs(inputs, self.model, batch_size)
+
+    def embed(self, inputs: AudioInput | list[AudioInput], *, batch_size: int | None = None) -> np.ndarray:
+        """Clip embeddings, the mean of the segments' pooled `forward_features`: (dim,) or (N, dim).
+
+        The classifier is linear on them: clip logits = model.head.fc(clip embedding).
+        """
+        def pooled(segments: Tensor) -> Tensor:  # (S, 1, M, L) -> (S, D)
+            return self.model.forward_head(self.model.forward_features(segments), pre_logits=True)
+
+        return self._clip_outputs(inputs, pooled, batch_size)
+
+    def mel_db(self, item: AudioInput) -> np.ndarray:
+        """The features of one input: (n_mels, n_frames) dB, as melify stores them (before PNG quantisation)."""
+        name = _name(item, 0)
+        return self._mel_db(self._samples(item, name), name)[0].cpu().numpy()
+
+    def prepare(self, item: AudioInput, index: int = 0) -> PreparedClip:
+        """Decode one input and cut it into standardised segments (no model call)."""
+        name = _name(item, index)
+        samples = self._samples(item, name)
+        mel_db = self._mel_db(samples, name)  # (1, M, T)
+        return PreparedClip(name=name, segments=cut_segments(self.standardize(mel_db), self.segment_rule),
+                            starts=self.segment_rule.starts(mel_db.shape[-1]), n_frames=mel_db.shape[-1],
+                            duration=len(samples) / self.sample_rate)
+
+    def _samples(self, item: AudioInput, name: str) -> np.ndarray:
+        """Any accepted input -> (n_samples,) float32 at the model's sample rate."""
+        if isinstance(item, (str, Path)):
+            return load_audio(item, self.sample_rate)
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            try:
+                return load_audio(bytes(item), self.sample_rate)
+            except AudioDecodeError as err:  # it says "<audio bytes>": say which input
+                raise AudioDecodeError(name, err.reason) from None
+        if isinstance(item, np.ndarray):
+            return _mono(item, name)
+        if isinstance(item, dict):
+            array = item.get("array", item.get("raw"))
+            if array is None or "sampling_rate" not in item:
+                raise InputError(f"{name}: a dict input needs 'sampling_rate' and 'array' (or 'raw'); "
+                                 f"it has {sorted(item)}")
+            return resample(_mono(np.asarray(array), name), int(item["sampling_rate"]), self.sample_rate)
+        raise InputError(f"{name}: cannot score a {type(item).__name__}; pass a path, the bytes of an audio file, "
+                         f"a 1-D numpy array at {self.sample_rate} Hz, or {{'sampling_rate': ..., 'array': ...}}")
+
+    def _mel_db(self, samples: np.ndarray, name: str) -> Tensor:
+        """(n_samples,) -> (1, n_mels, n_frames) dB on the model's device."""
+        if not samples.any():
+            raise InputError(f"{name}: silent: every sample is zero, there is nothing to classify")
+        if len(samples) < self.mel_config.n_fft:  # shorter than one FFT window (melify refuses these): pad silence
+            samples = np.pad(samples, (0, self.mel_config.n_fft - len(samples)))
+        return log_mel(torch.from_numpy(samples).to(self.device), self.mel_config).unsqueeze(0)  # (M, T) -> (1, M, T)
+
+    def _scored(self, inputs: Iterable[AudioInput], head: Callable[[Tensor], Tensor], batch_size: int | None,
+                skip_errors: bool) -> Iterator:
+        """Yield (clip, clip output (K,), segment outputs (S, K)) per input, in order, scoring clips in batches
+        of about `batch_size` segments; a failed input yields its exception when skip_errors."""
+        batch_size = batch_size or self.batch_size
+        pending, n_segments = [], 0
+        for index, item in enumerate(inputs):
+            try:
+                clip = self.prepare(item, index)
+                n_segments += len(clip.segments)
+            except (AudioDecodeError, InputError) as err:
+                if not skip_errors:
+                    raise
+                clip = err
+            pending.append(clip)
+            if n_segments >= batch_size:
+                yield from self._score_batch(pending, head, batch_size)
+                pending, n_segments = [], 0
+        yield from self._score_batch(pending, head, batch_size)
+
+    @torch.inference_mode()
+    def _score_batch(self, pending: list, head: Callable[[Tensor], Tensor], batch_size: int) -> Iterator:
+        clips = [clip for clip in pending if isinstance(clip, PreparedClip)]
+        if clips:
+            segments = torch.cat([clip.segments for clip in clips])  # (sum S_i, 1, M, L)
+            clip_index = torch.cat([torch.full((len(clip.segments),), i, device=self.device)
+                                    for i, clip in enumerate(clips)])
+            segment_outputs = torch.cat([head(chunk).float() for chunk in segments.split(batch_size)])  # (sum S_i, K)
+            # engine.clip_logits_of averages exactly as evaluation does; the segment outputs are already computed
+            # (they make the timeline), so the "model" it runs is the identity.
+            clip_outputs = clip_logits_of(nn.Identity(), segment_outputs, clip_index, len(clips))  # (n_clips, K)
+            per_segment = segment_outputs.cpu().split([len(clip.segments) for clip in clips])
+            scored = iter(zip(clips, clip_outputs.cpu(), per_segment))
+        for clip in pending:
+            yield clip if isinstance(clip, Exception) else next(scored)
+
+    def _clip_outputs(self, inputs, head: Callable[[Tensor], Tensor], batch_size: int | None) -> np.ndarray:
+        outputs = np.stack([clip_output.numpy() for _, clip_output, _ in
+                            self._scored(_as_list(inputs), head, batch_size, skip_errors=False)])
+        return outputs if isinstance(inputs, (list, tuple)) else outputs[0]
+
+    def _timeline(self, clip: PreparedClip, segment_logits: Tensor, k: int) -> list[dict[str, Any]]:
+        """Segment logits (S, n_classes) -> [{"start", "end" (seconds, ms precision), "predictions"}]."""
+        fps, frames = self.mel_config.frames_per_second, self.segment_rule.frames
+        return [{"start": round(start / fps, 3), "end": round(min((start + frames) / fps, clip.duration), 3),
+                 "predictions": self._ranked(logits, k)} for start, logits in zip(clip.starts, segment_logits)]
+
+    def _ranked(self, logits: Tensor, k: int) -> list[dict[str, Any]]:
+        """(n_classes,) logits -> the k most probable [{"label", "score"}], softmax over all classes."""
+        scores, indices = logits.softmax(dim=0).topk(k)
+        return [{"label": self.classes[i], "score": float(s)} for s, i in zip(scores.tolist(), indices.tolist())]
+
+
+def pipeline(checkpoint: str | Path, device: str = "auto", batch_size: int = 32) -> AudioClassifier:
+    """`pipeline("runs/x/best.pt")` -> an AudioClassifier; device "auto" = cuda when present, else cpu."""
+    return AudioClassifier.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+
+
+def _name(item: AudioInput, index: int) -> str:
+    """How errors and results name an input: its path, else its position."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    return f"input {index}" + (" (bytes)" if isinstance(item, (bytes, bytearray, memoryview)) else "")
+
+
+def _as_list(inputs) -> list:
+    return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+def _mono(array: np.ndarray, name: str) -> np.ndarray:
+    """Check 1-D finite samples -> (n_samples,) float32."""
+    if array.ndim != 1:
+        raise InputError(f"{name}: expected 1-D mono samples, got shape {array.shape}; "
+                         f"for (channels, samples) pass array.mean(axis=0)")
+    if array.size == 0:
+        raise InputError(f"{name}: the array holds no samples")
+    samples = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(samples).all():
+        raise InputError(f"{name}: the array holds NaN or infinite samples")
+    return samples

@@ -1,0 +1,110 @@
+"""`python -m vitaudio.predict CHECKPOINT PATH...`: classify audio files, and folders of them (recursively).
+
+Prints a table, or `--format json` ([{"path", "predictions": [{"label", "score"}, ...]}], a failed file as
+{"path", "error"}) or `--format csv` (path,rank,label,score). Files that cannot be decoded are reported on
+stderr and skipped; the rest are classified, in batches. Exit status: 0 when at least one file was classified.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .audio import AudioDecodeError, is_audio_file
+from .checkpoint import CheckpointError
+from .inference import AudioClassifier, InputError
+
+
+def collect_files(paths: list[Path]) -> tuple[list[Path], list[dict]]:
+    """Files as given and the audio files below folders (sorted, hidden ones skipped) -> (files, error records)."""
+    files, errors = [], []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                print(f"predict: no audio files in {path}", file=sys.stderr)
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            errors.append({"path": str(path), "error": "no such file or folder"})
+    return files, errors
+
+
+def classify(classifier: AudioClassifier, files: list[Path], top_k: int, batch_size: int | None = None,
+             progress: bool = True) -> list[dict]:
+    """One record per file, in order: {"path", "predictions"} or {"path", "error"}; failures noted on stderr."""
+    records = []
+    bar = tqdm(total=len(files), desc="predict", unit="file", file=sys.stderr, disable=not progress or len(files) < 2)
+    with bar:
+        for path, result in zip(files, classifier.stream(files, top_k, batch_size=batch_size, skip_errors=True)):
+            if isinstance(result, (AudioDecodeError, InputError)):
+                # both errors start with the input's name; the record names the path already
+                reason = str(result).removeprefix(f"{path}: ")
+                records.append({"path": str(path), "error": reason})
+                bar.write(f"predict: skipped {path}: {reason}", file=sys.stderr)
+            else:
+                records.append({"path": str(path), "predictions": result})
+            bar.update()
+    return records
+
+
+def write_table(records: list[dict], out) -> None:
+    width = max([len("path"), *(len(r["path"]) for r in records)])
+    out.write(f"{'path':<{width}}  predictions (softmax score)\n")
+    for record in records:
+        if "error" in record:
+            cells = f"error: {record['error']}"
+        else:
+            cells = "   ".join(f"{p['label']} {p['score']:.3f}" for p in record["predictions"])
+        out.write(f"{record['path']:<{width}}  {cells}\n")
+
+
+def write_csv(records: list[dict], out) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "rank", "label", "score"])
+    for record in records:
+        for rank, prediction in enumerate(record.get("predictions", []), start=1):
+            writer.writerow([record["path"], rank, prediction["label"], f"{prediction['score']:.6f}"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt")
+    parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="audio files or folders of them")
+    parser.add_argument("--top-k", type=int, default=5, help="labels per file (default 5; capped at the classes)")
+    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--batch-size", type=int, default=32, help="segments per forward pass")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k must be >= 1, got {args.top_k}")
+    try:
+        classifier = AudioClassifier.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
+    except (CheckpointError, RuntimeError) as err:
+        print(f"predict: error: {err}", file=sys.stderr)
+        return 2
+    files, missing = collect_files(args.paths)
+    for record in missing:
+        print(f"predict: skipped {record['path']}: {record['error']}", file=sys.stderr)
+    records = missing + classify(classifier, files, args.top_k)
+    if args.format == "json":
+        json.dump(records, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        write_csv(records, sys.stdout)
+    else:
+        write_table(records, sys.stdout)
+    n_ok = sum("predictions" in r for r in records)
+    if n_ok < len(records):
+        print(f"predict: classified {n_ok} of {len(records)} files", file=sys.stderr)
+    return 0 if n_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
