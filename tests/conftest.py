@@ -26,3 +26,29 @@ def tone_tree(tmp_path) -> Path:
         for i in range(2):
             write_tone(src / label / f"{label}.{i:05d}.wav", freq * (1 + 0.05 * i))
     return src
+
+
+def write_separable_set(root: Path, per_class: int, seconds: float = 2.0, sample_rate: int = SR) -> Path:
+    """Three classes of noisy tones in three well-apart registers, GTZAN layout."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    for label, freq in (("bass", 150.0), ("mid", 900.0), ("treble", 5000.0)):
+        for i in range(per_class):
+            tone = 0.4 * np.sin(2 * np.pi * freq * rng.uniform(0.9, 1.1) * t) + 0.05 * rng.standard_normal(len(t))
+            (root / label).mkdir(parents=True, exist_ok=True)
+            sf.write(root / label / f"{label}.{i:05d}.wav", tone, sample_rate, subtype="PCM_16")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One run directory shared by the plot, notebook and serve tests: a `mini` ViT trained for one epoch on
+    separable tones (10 clips per class, 2 s), with one undecodable file for melify to report.
+    Its audio is in `tiny_run.parent / "audio"`."""
+    from vitaudio.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    write_separable_set(base / "audio", per_class=10)
+    (base / "audio/bass/broken.wav").write_bytes(b"RIFF, but not really a WAV file")
+    return train(TrainConfig(root=str(base / "audio"), model="mini", epochs=1, segment_seconds=1.0,
+                             out=str(base / "run")))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from conftest import write_separable_set
 from vitaudio.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vitaudio.engine import train_one_epoch
 from vitaudio.model import ViT, ViTConfig
@@ -17,18 +17,6 @@ from vitaudio.train import TrainConfig, train
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {"config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "test_report.json",
              "test_predictions.csv", "confusion_matrix.png", "curves.png"}
-
-
-def write_separable_set(root: Path, per_class: int, seconds: float = 2.0, sample_rate: int = 22050) -> Path:
-    """Three classes of noisy tones in three well-apart registers, GTZAN layout."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    for label, freq in (("bass", 150.0), ("mid", 900.0), ("treble", 5000.0)):
-        for i in range(per_class):
-            tone = 0.4 * np.sin(2 * np.pi * freq * rng.uniform(0.9, 1.1) * t) + 0.05 * rng.standard_normal(len(t))
-            (root / label).mkdir(parents=True, exist_ok=True)
-            sf.write(root / label / f"{label}.{i:05d}.wav", tone, sample_rate, subtype="PCM_16")
-    return root
 
 
 def test_train_py_end_to_end_writes_every_run_file(tmp_path):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import REPO, write_separable_set
+from conftest import write_separable_set
+from test_train import REPO
 from vitaudio.evaluate import evaluate_checkpoint
 from vitaudio.train import TrainConfig, train
 

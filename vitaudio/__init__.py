@@ -14,6 +14,7 @@ _EXPORTS = {
     "make_demo_dataset": "demo",
     "ViT": "model", "ViTConfig": "model", "vit_config": "model",
     "pipeline": "inference", "AudioClassifier": "inference",
+    "load_dataset": "explore", "load_run": "explore", "attention_rollout": "explain",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -1,0 +1,60 @@
+"""The notebooks run clean, top to bottom, against a tiny run made here; in git they carry no outputs."""
+from pathlib import Path
+
+import pytest
+
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+PARAMETERS = {"01_data.ipynb": "DATA_ROOT", "02_results.ipynb": "RUN_DIR"}
+
+
+def execute(name: str, value: Path, cwd: Path):
+    """Run a notebook with its first cell replaced by `PARAMETER = "value"`, in `cwd`; raise on any cell error."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    first = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    first.source = f"{PARAMETERS[name]} = {str(value)!r}"
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}}).execute()
+    return notebook
+
+
+def outputs(notebook, kind: str) -> list[str]:
+    """The `kind` outputs (e.g. "image/png", "text/markdown") of every cell, and the printed text for "stream"."""
+    found = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if kind == "stream" and output.output_type == "stream":
+                found.append(output.text)
+            elif kind in output.get("data", {}):
+                found.append(output["data"][kind])
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_notebook_is_committed_without_outputs_and_starts_with_its_one_parameter(name):
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(notebook)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code_cells)
+    assert notebook.cells[0] is code_cells[0]
+    assert code_cells[0].source.startswith(f"{PARAMETERS[name]} = ") and "\n" not in code_cells[0].source
+
+
+def test_data_notebook_runs_clean_and_shows_balance_durations_mels_and_failures(tiny_run, tmp_path):
+    notebook = execute("01_data.ipynb", tiny_run.parent / "audio", tmp_path)
+    assert len(outputs(notebook, "image/png")) == 3  # class balance, durations, example mels
+    tables = outputs(notebook, "text/markdown")
+    assert "| bass | 10 | 1 |" in tables[0]  # summary: 10 clips and 1 failed file
+    assert "bass/broken.wav" in tables[-1]  # melify's failure, with its reason
+
+
+def test_results_notebook_runs_clean_and_shows_every_section(tiny_run, tmp_path):
+    notebook = execute("02_results.ipynb", tiny_run, tmp_path)
+    # curves, per-class bars, confusion matrix, misclassified mels, attention rollout, embeddings
+    assert len(outputs(notebook, "image/png")) == 6
+    report, pairs = outputs(notebook, "text/markdown")
+    assert "| macro F1 |" in report and ("| predicted as |" in pairs or "no mistakes" in pairs)
+    assert any("test clips misclassified" in text for text in outputs(notebook, "stream"))
