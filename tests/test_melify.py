@@ -1,12 +1,10 @@
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 

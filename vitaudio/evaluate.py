@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 from .checkpoint import load_checkpoint
 from .data import MelClips, SegmentRule, Standardize, segment_loader, source_paths
