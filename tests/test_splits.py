@@ -72,3 +72,10 @@ def test_check_split_rejects_overlap_and_unknown_clips():
         check_split({"train": keys[:2], "val": keys[2:3], "test": keys[:1]}, set(keys), "f")
     with pytest.raises(ValueError, match="not in the data root"):
         check_split({"train": ["x/y"], "val": keys[:1], "test": []}, set(keys), "f")
+
+
+def test_a_class_of_few_large_groups_reaches_every_split():
+    keys = [f"chamber/c.{i:05d}" for i in range(60)]
+    groups = {k: f"work{int(k[-5:]) // 10}" for k in keys}  # 6 works x 10 clips
+    split = make_split(keys, [0] * 60, groups, seed=0)
+    assert [len(split[name]) for name in SPLITS] == [40, 10, 10]

@@ -36,7 +36,8 @@ def make_split(keys: list[str], labels: list[int], groups: dict[str, str] | None
     """Split clip keys into train/val/test, stratified by label and never putting one group in two splits.
 
     Without groups every clip is its own group. Groups are dealt out class by class (a group counts for its
-    most common label) in a seeded random order, each to the split furthest below its target share of that class.
+    most common label) in a seeded random order, each to the split with the largest relative shortfall against its
+    target share of that class, so that a class of a few large groups still reaches val and test.
     """
     if groups is not None:
         missing = [k for k in keys if k not in groups]
@@ -56,11 +57,12 @@ def make_split(keys: list[str], labels: list[int], groups: dict[str, str] | None
     split: dict[str, list[str]] = {name: [] for name in SPLITS}
     for label in sorted(groups_of_label):
         class_groups = groups_of_label[label]
-        n_clips = sum(len(clips_of_group[g]) for g in class_groups)
+        targets = np.asarray(fractions) * sum(len(clips_of_group[g]) for g in class_groups)  # clips per split
         taken = np.zeros(len(SPLITS))
         for i in rng.permutation(len(class_groups)):
             clips = clips_of_group[class_groups[i]]
-            target = int(np.argmax(np.asarray(fractions) * n_clips - taken))
+            shortfall = np.divide(targets - taken, targets, out=np.full(len(SPLITS), -np.inf), where=targets > 0)
+            target = int(np.argmax(shortfall))
             split[SPLITS[target]].extend(clips)
             taken[target] += len(clips)
     return {name: sorted(clips) for name, clips in split.items()}

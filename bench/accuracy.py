@@ -1,0 +1,476 @@
+"""Clip-level test accuracy of vitaudio's default recipe against reference recipes, on one leak-free split.
+
+    python bench/accuracy.py --root data/styles_dev --write-results               # all contenders, seeds 0 1 2
+    python bench/accuracy.py --root data/styles_dev --contenders classical        # the fast baseline alone
+    python bench/accuracy.py --root data/styles_dev --folds 5 --seeds 0           # every clip tested once
+    python bench/accuracy.py --root data/styles_tiny --folds 4 --seeds 0 --budget-minutes 1   # smoke test
+
+ROOT holds audio class folders and `metadata.csv` (clip, group = source work). One split grouped by work is made
+from `--split-seed` (or `--folds K` grouped, stratified folds: test = fold k, val = fold k+1, train = the rest) and
+written once to OUT/split*.json; every contender and seed reads that file. Contenders:
+  vitaudio   `python train.py --root ROOT --split-file F --seed S`, untouched, its epochs capped by the budget
+  classical  mean/std over time of 20 MFCCs and 128 log-mels + standardised logistic regression, C chosen on val
+  cnn        4 conv3x3-BN-ReLU-maxpool blocks (32-256 channels), trained and scored exactly as our ViT is
+  blog       CPU stand-in for the GTZAN ViT blog: matplotlib mel images 224x224 (not 480), ViT-Tiny width (not
+             Base), Adam 1e-3, ReduceLROnPlateau on val accuracy; one image per clip
+Each (contender, fold, seed) run trains for at most `--budget-minutes` on the budget clock (an epoch is not
+started when it would end past the budget); the best-validation weights are tested once. The budget clock is this
+process's CPU time divided by torch's threads: wall time on an idle machine whose cores are all busy with the run,
+and not eaten by other people's jobs on a shared one, so contenders run at different times get the same compute.
+Rows accumulate in OUT/results.jsonl (a re-run replaces its rows), so contenders may be run in separate
+invocations; the table covers every row there.
+A class whose works are few and long can miss the 80/10/10 test split (styles_dev's classical_chamber: 6 works x
+10 clips); the report names such classes, and --folds avoids them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms import Compose
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vitaudio.audio import load_audio  # noqa: E402
+from vitaudio.data import (MelClips, RandomCrop, SegmentRule, SpecAugment, mel_stats, read_mel_config,  # noqa: E402
+                           segment_loader, source_paths)
+from vitaudio.engine import EvalResult, evaluate, resolve_device, train_one_epoch  # noqa: E402
+from vitaudio.features import MelConfig  # noqa: E402
+from vitaudio.melify import cached_melify  # noqa: E402
+from vitaudio.report import classification_report  # noqa: E402
+from vitaudio.splits import SPLITS, make_split, read_groups, read_split_file, write_split_file  # noqa: E402
+from vitaudio.train import TrainConfig, seed_everything, train  # noqa: E402
+
+CONTENDERS = ("vitaudio", "classical", "cnn", "blog")
+RESULTS_MD = Path(__file__).with_name("RESULTS.md")
+
+
+@dataclass
+class RunResult:
+    """One (contender, split, seed) run, scored on the test clips."""
+
+    contender: str
+    split: str  # "split" or "fold<k>"
+    seed: int
+    accuracy: float
+    macro_f1: float
+    per_class_f1: dict[str, float]  # the classes the test split holds
+    confusion_matrix: list[list[int]]  # rows = true class, columns = predicted
+    seconds: float  # wall time of training and testing; cached preparation (mels, images, features) excluded
+    epochs: int | None  # epochs trained (None for the classical model)
+    command: str = ""
+    budget_seconds: float = 0.0  # the same on the budget clock
+
+
+@dataclass
+class Bench:
+    """The data every contender shares, and caches filled on first use."""
+
+    root: Path
+    mel_root: Path
+    classes: list[str]
+    out: Path
+    budget_s: float  # training budget per run, on the budget clock
+    device: torch.device
+    prep_seconds: dict[str, float] = field(default_factory=dict)
+    features: dict[str, np.ndarray] | None = None  # classical: clip key -> feature vector
+    images: dict[str, torch.Tensor] | None = None  # blog: clip key -> (3, 224, 224) uint8
+
+
+@dataclass
+class Task:
+    name: str
+    split: dict[str, list[str]]  # clip keys per split
+    split_file: Path
+
+
+def budget_clock() -> float:
+    """Seconds of CPU time this process has used, per torch thread (see the module docstring)."""
+    return time.process_time() / torch.get_num_threads()
+
+
+def label_of(bench: Bench, key: str) -> int:
+    return bench.classes.index(key.split("/")[0])  # clip keys are "<class>/<stem>"
+
+
+def result_of(contender: str, task: Task, seed: int, report: dict, start: tuple[float, float],
+              epochs: int | None) -> RunResult:
+    """A run's result from its test report and its (wall, budget clock) start times."""
+    return RunResult(contender, task.name, seed, report["accuracy"], report["macro_f1"],
+                     {name: scores["f1"] for name, scores in report["per_class"].items() if scores["support"]},
+                     report["confusion_matrix"], time.time() - start[0], epochs,
+                     budget_seconds=budget_clock() - start[1])
+
+
+def make_tasks(bench: Bench, split_seed: int, folds: int, split_file: Path | None) -> list[Task]:
+    """The one grouped split (or K grouped folds), written to OUT once and read back from there."""
+    if split_file:
+        return [Task("split", read_split_file(split_file), split_file)]
+    clips = MelClips(bench.mel_root)
+    groups = read_groups(bench.root / "metadata.csv") if (bench.root / "metadata.csv").exists() else None
+    if groups is None:
+        print(f"warning: {bench.root}/metadata.csv has no clip,group columns: splitting by clip", file=sys.stderr)
+    if folds:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        folder = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=split_seed)
+        group_of_clip = [groups[key] if groups else key for key in clips.keys]
+        fold_of = np.zeros(len(clips), dtype=int)
+        for k, (_, test_index) in enumerate(folder.split(clips.keys, clips.targets, group_of_clip)):
+            fold_of[test_index] = k
+        splits = {f"fold{k}": {name: sorted(key for key, f in zip(clips.keys, fold_of) if f == (k + i) % folds)
+                               for name, i in (("test", 0), ("val", 1))} for k in range(folds)}
+        for split in splits.values():
+            split["train"] = sorted(set(clips.keys) - set(split["test"]) - set(split["val"]))
+    else:
+        splits = {"split": make_split(clips.keys, clips.targets, groups, seed=split_seed)}
+    tasks = []
+    for name, split in splits.items():
+        path = bench.out / f"{name}.json"
+        if not path.exists():  # written once: later invocations and every contender read this file
+            write_split_file(path, split, source_paths(bench.mel_root))
+        task = Task(name, read_split_file(path), path)
+        if not task.split["test"] or not task.split["val"]:
+            raise SystemExit(f"{path}: the val or test split is empty; the data set is too small for this split "
+                             f"(try --folds 4, or fewer folds)")
+        tasks.append(task)
+    return tasks
+
+
+def first_epoch_cost(run_dir: Path, run_one_epoch) -> float:
+    """Run train() for one epoch; return that epoch's cost on the budget clock, read when the run directory gets
+    config.json (set-up done, the epoch loop starts) and metrics.jsonl (the epoch is over, the test follows)."""
+    marks, finished = {}, threading.Event()
+
+    def watch() -> None:
+        for name in ("config.json", "metrics.jsonl"):
+            while not (run_dir / name).exists() and not finished.is_set():
+                time.sleep(0.05)
+            marks[name] = budget_clock()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run_one_epoch()
+    finally:
+        finished.set()
+        watcher.join()
+    return marks["metrics.jsonl"] - marks["config.json"]
+
+
+def run_vitaudio(bench: Bench, task: Task, seed: int) -> RunResult:
+    """train.py's default recipe. Within the budget: `--epochs 1`, then `--resume --epochs N`, N from the first
+    epoch's cost. Resuming continues exactly, and no part of the schedule depends on the epoch total."""
+    run_dir = bench.out / "vitaudio" / f"{task.name}-seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = TrainConfig(root=str(bench.root), split_file=str(task.split_file), seed=seed, out=str(run_dir))
+    start = (time.time(), budget_clock())
+    epoch_cost = first_epoch_cost(run_dir, lambda: train(replace(config, epochs=1)))
+    used = budget_clock() - start[1]
+    overhead = used - epoch_cost  # set-up and test, paid again by the second call
+    epochs = min(config.epochs, 1 + int((bench.budget_s - used - overhead) // epoch_cost))
+    if epochs > 1:
+        train(replace(config, epochs=epochs), resume=run_dir)
+    report = json.loads((run_dir / "test_report.json").read_text())
+    epochs_run = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    return result_of("vitaudio", task, seed, report, start, epochs_run)
+
+
+def classical_features(bench: Bench, keys: list[str]) -> dict[str, np.ndarray]:
+    """Clip key -> mean and std over time of 20 MFCCs and 128 log-mels (296 values), computed once."""
+    import librosa
+
+    start, audio_of, features = time.time(), source_paths(bench.mel_root), {}
+    for key in keys:
+        samples = load_audio(bench.root / audio_of[key], 22050)
+        log_mel = librosa.power_to_db(librosa.feature.melspectrogram(y=samples, sr=22050, n_mels=128))  # (128, T)
+        mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=20)  # (20, T)
+        features[key] = np.concatenate([mfcc.mean(1), mfcc.std(1), log_mel.mean(1), log_mel.std(1)])
+    bench.prep_seconds["classical features"] = time.time() - start
+    return features
+
+
+def run_classical(bench: Bench, task: Task, seed: int) -> RunResult:
+    """Logistic regression on standardised clip features, fitted on train, C picked by val accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if bench.features is None:
+        bench.features = classical_features(bench, sorted(k for keys in task.split.values() for k in keys))
+    start = (time.time(), budget_clock())
+    x, y = ({name: np.stack([bench.features[k] for k in task.split[name]]) for name in SPLITS},
+            {name: np.array([label_of(bench, k) for k in task.split[name]]) for name in SPLITS})
+    fits = [make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
+            .fit(x["train"], y["train"]) for c in (0.01, 0.1, 1.0, 10.0)]
+    best = max(fits, key=lambda model: model.score(x["val"], y["val"]))  # first (smallest C) of equals
+    print(f"  C = {best[-1].C:g} (val accuracy {best.score(x['val'], y['val']):.3f})")
+    clip_logits = torch.full((len(y["test"]), len(bench.classes)), -1e9, dtype=torch.float64)  # (n_test, n_classes)
+    clip_logits[:, best.classes_] = torch.from_numpy(best.predict_log_proba(x["test"]).astype(np.float64))
+    report = classification_report(clip_logits, torch.from_numpy(y["test"]), bench.classes)
+    return result_of("classical", task, seed, report, start, None)
+
+
+def fit(bench: Bench, model: nn.Module, loaders: dict[str, DataLoader], optimizer: torch.optim.Optimizer, *,
+        plateau, warmup=None, warmup_epochs: int = 0, epochs: int, patience: int, label_smoothing: float = 0.0,
+        grad_clip: float | None = None) -> tuple[EvalResult, int]:
+    """train.py's loop for any model returning logits: plateau on val accuracy after warm-up, best-val weights
+    (accuracy, then loss), early stopping, no epoch started that would end past the budget -> (test, epochs)."""
+    model.to(bench.device)
+    start, epoch_cost, best, best_state, best_epoch, done = budget_clock(), 0.0, None, None, 0, 0
+    for epoch in range(1, epochs + 1):
+        if budget_clock() - start + epoch_cost > bench.budget_s:
+            break
+        epoch_start = (time.time(), budget_clock())
+        stats = train_one_epoch(model, loaders["train"], optimizer, device=bench.device, warmup=warmup,
+                                label_smoothing=label_smoothing, grad_clip=grad_clip, epoch=epoch, progress=False)
+        val = evaluate(model, loaders["val"], device=bench.device)
+        if epoch > warmup_epochs:
+            plateau.step(val.accuracy)
+        if best is None or (val.accuracy, -val.loss) > best:
+            best, best_state, best_epoch = (val.accuracy, -val.loss), copy.deepcopy(model.state_dict()), epoch
+        done, epoch_cost = epoch, budget_clock() - epoch_start[1]
+        print(f"  epoch {epoch:3d}  train loss {stats.loss:.3f} acc {stats.accuracy:.3f}  val loss {val.loss:.3f} "
+              f"acc {val.accuracy:.3f}  {time.time() - epoch_start[0]:.1f} s ({epoch_cost:.1f} s budget)"
+              + ("  *" if best_epoch == epoch else ""), flush=True)
+        if epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    return evaluate(model, loaders["test"], device=bench.device), done
+
+
+class SmallCNN(nn.Module):
+    """(B, 1, M, T) -> (B, n_classes): conv3x3-BN-ReLU-maxpool blocks, global average pool, dropout, linear."""
+
+    def __init__(self, *, n_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
+        super().__init__()
+        blocks, in_channels = [], 1
+        for out_channels in channels:
+            blocks += [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, n_classes))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(mel).mean(dim=(2, 3)))  # (B, C, M / 16, T / 16) -> (B, C) -> (B, n_classes)
+
+
+def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
+    """The CNN on our exact pipeline: train.py's crops, SpecAugment, standardisation, optimiser, schedule."""
+    recipe, start = TrainConfig(), (time.time(), budget_clock())
+    seed_everything(seed)
+    frames = round(recipe.segment_seconds * read_mel_config(bench.mel_root).frames_per_second)
+    rule, standardize = SegmentRule(frames, frames), mel_stats(MelClips(bench.mel_root, task.split["train"]))
+    train_set = MelClips(bench.mel_root, task.split["train"],
+                         transform=Compose([RandomCrop(frames), standardize, SpecAugment()]))
+    loaders = {"train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
+                                   drop_last=len(train_set) > recipe.batch_size)}
+    for name in ("val", "test"):
+        loaders[name] = segment_loader(MelClips(bench.mel_root, task.split[name]), rule, standardize,
+                                       batch_size=max(1, recipe.batch_size // 4))
+    model = SmallCNN(n_classes=len(bench.classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01,
+                                               total_iters=max(1, recipe.warmup_epochs * len(loaders["train"])))
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=recipe.plateau_factor,
+                                                         patience=recipe.plateau_patience)
+    test, epochs = fit(bench, model, loaders, optimizer, plateau=plateau, warmup=warmup,
+                       warmup_epochs=recipe.warmup_epochs, epochs=recipe.epochs, patience=recipe.patience,
+                       label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip)
+    return result_of("cnn", task, seed, classification_report(test.clip_logits, test.labels, bench.classes),
+                     start, epochs)
+
+
+def blog_images(bench: Bench, keys: list[str], size: int = 224) -> dict[str, torch.Tensor]:
+    """Clip key -> (3, size, size) uint8: the blog's matplotlib rendering of the whole clip's mel (specshow of
+    power_to_db(mel, ref=max), axes off), cached as PNGs in ROOT.blog-png/ next to ROOT, resized on loading."""
+    import librosa
+    import librosa.display
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    start, audio_of = time.time(), source_paths(bench.mel_root)
+    cache = bench.root.parent / f"{bench.root.name}.blog-png"
+    images = {}
+    for key in keys:
+        png = cache / f"{key}.png"
+        if not png.exists():
+            samples = load_audio(bench.root / audio_of[key], 22050)
+            mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=samples, sr=22050), ref=np.max)
+            fig = Figure()
+            ax = fig.add_subplot()
+            librosa.display.specshow(mel_db, sr=22050, ax=ax)
+            ax.axis("off")
+            png.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(png.with_suffix(".tmp.png"), bbox_inches="tight", pad_inches=0)
+            os.replace(png.with_suffix(".tmp.png"), png)
+        rgb = Image.open(png).convert("RGB").resize((size, size), Image.BILINEAR)
+        images[key] = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    bench.prep_seconds["blog images"] = time.time() - start
+    return images
+
+
+def run_blog(bench: Bench, task: Task, seed: int, epochs: int = 30) -> RunResult:
+    """The blog's recipe, scaled to CPU; like the others it tests the best-validation weights."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if bench.images is None:
+        bench.images = blog_images(bench, sorted(k for keys in task.split.values() for k in keys))
+    start = (time.time(), budget_clock())
+    seed_everything(seed)
+
+    def dataset(name: str) -> list[tuple[torch.Tensor, int]]:  # normalised to mean 0.5, std 0.5 per channel
+        return [((bench.images[k].float() / 255 - 0.5) / 0.5, label_of(bench, k)) for k in task.split[name]]
+
+    def one_segment_per_clip(batch):  # -> the (segments, clip index per segment, labels) batches evaluate takes
+        images, labels = torch.utils.data.default_collate(batch)
+        return images, torch.arange(len(labels)), labels
+
+    loaders = {"train": DataLoader(dataset("train"), batch_size=32, shuffle=True)}
+    for name in ("val", "test"):
+        loaders[name] = DataLoader(dataset(name), batch_size=32, collate_fn=one_segment_per_clip)
+    model = VisionTransformer(img_size=224, patch_size=16, in_chans=3, num_classes=len(bench.classes),
+                              embed_dim=192, depth=12, num_heads=3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=3)
+    test, epochs_run = fit(bench, model, loaders, optimizer, plateau=plateau, epochs=epochs, patience=epochs)
+    return result_of("blog", task, seed, classification_report(test.clip_logits, test.labels, bench.classes),
+                     start, epochs_run)
+
+
+def mean_std(values: list[float], scale: float = 1.0) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values) * scale:.1f} ± {std * scale:.1f}"
+
+
+def markdown(results: list[RunResult], classes: list[str]) -> str:
+    """Summary table, per-class F1 (mean over runs) and confusion matrices (summed over runs)."""
+    names = [c for c in CONTENDERS if any(r.contender == c for r in results)]
+    runs = {c: [r for r in results if r.contender == c] for c in names}
+    lines = ["| contender | runs | test accuracy % | macro-F1 % | s per run: wall (budget clock) | epochs |",
+             "| --- " * 6 + "|"]
+    for c, rs in runs.items():
+        epochs = [r.epochs for r in rs if r.epochs is not None]
+        lines.append(f"| `{c}` | {len(rs)} | {mean_std([r.accuracy for r in rs], 100)} | "
+                     f"{mean_std([r.macro_f1 for r in rs], 100)} | {statistics.mean(r.seconds for r in rs):.0f} "
+                     f"({statistics.mean(r.budget_seconds for r in rs):.0f}) | "
+                     f"{f'{min(epochs)}–{max(epochs)}' if epochs else '–'} |")
+    lines += ["", "Per-class F1 % (mean over the runs whose test split holds the class):", "",
+              "| class | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+    for name in classes:
+        f1s = [[r.per_class_f1[name] for r in runs[c] if name in r.per_class_f1] for c in names]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * statistics.mean(f):.0f}" if f else "–" for f in f1s) + " |")
+    lines += ["", "Confusion matrices summed over runs (rows true, columns predicted, classes in the order above):"]
+    for c, rs in runs.items():
+        matrix = np.sum([r.confusion_matrix for r in rs], axis=0)
+        lines += ["", f"`{c}`:", "```", *(" ".join(f"{v:3d}" for v in row) for row in matrix), "```"]
+    return "\n".join(lines)
+
+
+def read_results(path: Path) -> list[RunResult]:
+    return [RunResult(**json.loads(line)) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def save_result(path: Path, result: RunResult) -> None:
+    """Add a run to results.jsonl, replacing an earlier run of the same contender, split and seed."""
+    key = (result.contender, result.split, result.seed)
+    rows = [r for r in read_results(path) if (r.contender, r.split, r.seed) != key] + [result]
+    path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in rows))
+
+
+def section(bench: Bench, tasks: list[Task], results: list[RunResult], budget_minutes: float) -> str:
+    """The RESULTS.md section: machine, commands, preparation times, caveats, tables."""
+    tested = {key.split("/")[0] for task in tasks for key in task.split["test"]}
+    untested = [name for name in bench.classes if name not in tested]
+    return "\n".join([
+        f"Machine: {machine()}. Training budget {budget_minutes:g} min per run on the budget clock (CPU time per "
+        f"torch thread). Test clips: "
+        f"{sum(len(t.split['test']) for t in tasks)}{' over all folds' if len(tasks) > 1 else ''}"
+        + (f"; **no test clip of {', '.join(untested)}**" if untested else "") + f". Split files: {bench.out}/.",
+        "", "Commands:", "", *sorted({f"    {r.command}" for r in results}), "",
+        "Preparation (cached, not in the run times): "
+        + ", ".join(f"{name} {s:.0f} s" for name, s in bench.prep_seconds.items()) + ".",
+        "`blog` is a CPU stand-in for the GTZAN ViT blog recipe (224x224 images and ViT-Tiny width instead of "
+        "480x480 and ViT-Base). Accuracy ± is the sample std over runs (seeds x folds).", "",
+        markdown(results, bench.classes)])
+
+
+def write_results_md(heading: str, body: str) -> None:
+    """Replace the `## heading` section of bench/RESULTS.md (or append it), keeping the other sections."""
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else (
+        "# Accuracy results\n\nWritten by `bench/accuracy.py --write-results`; one section per data set and split.\n")
+    head, *sections = text.split("\n## ")
+    sections = [s for s in sections if s.split("\n", 1)[0] != heading] + [f"{heading}\n\n{body}\n"]
+    RESULTS_MD.write_text("\n## ".join([head.rstrip("\n") + "\n", *sections]))
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return (f"{cpu}, {os.cpu_count()} cores (torch {torch.get_num_threads()} threads), {platform.system()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("data/styles_dev"), help="audio class folders")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--folds", type=int, default=0, help="K grouped folds instead of one 80/10/10 split")
+    parser.add_argument("--split-file", type=Path, help="use this split instead of making one")
+    parser.add_argument("--budget-minutes", type=float, default=15.0,
+                        help="training budget per run, in minutes on the budget clock (CPU time per torch thread)")
+    parser.add_argument("--out", type=Path, help="runs and results (default runs/accuracy/<root>-<split>)")
+    parser.add_argument("--write-results", action="store_true", help="write the tables into bench/RESULTS.md")
+    args = parser.parse_args()
+    if args.folds == 1 or args.folds == 2:
+        parser.error("--folds needs K >= 3 (test, val and train folds)")
+    label = f"{args.root.name}-" + (args.split_file.stem if args.split_file else
+                                     f"split{args.split_seed}" + (f"-{args.folds}folds" if args.folds else ""))
+    out = args.out or Path("runs/accuracy") / label
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    mel_root = cached_melify(args.root, MelConfig())
+    bench = Bench(args.root, mel_root, MelClips(mel_root).classes, out, args.budget_minutes * 60,
+                  resolve_device("auto"), {"melify (cached)": time.time() - start})
+    tasks = make_tasks(bench, args.split_seed, args.folds, args.split_file)
+    command = "python bench/accuracy.py " + shlex.join(sys.argv[1:])
+    runners = {"vitaudio": run_vitaudio, "classical": run_classical, "cnn": run_cnn, "blog": run_blog}
+    results_path = out / "results.jsonl"
+    for contender in args.contenders:
+        for task in tasks:
+            for seed in args.seeds:
+                print(f"== {contender} {task.name} seed {seed} (budget {args.budget_minutes:g} min)", flush=True)
+                result = replace(runners[contender](bench, task, seed), command=command)
+                print(f"== {contender} {task.name} seed {seed}: test accuracy {result.accuracy:.3f}, macro F1 "
+                      f"{result.macro_f1:.3f}, {result.seconds:.0f} s ({result.budget_seconds:.0f} s budget clock), "
+                      f"{result.epochs} epochs", flush=True)
+                save_result(results_path, result)
+    heading = f"{args.root.name}: " + (f"split file {args.split_file}" if args.split_file else
+                                       f"{args.folds} grouped folds" if args.folds else "one grouped 80/10/10 split")
+    heading += "" if args.split_file else f", split seed {args.split_seed}"
+    body = section(bench, tasks, read_results(results_path), args.budget_minutes)
+    print(f"\n## {heading}\n\n{body}")
+    if args.write_results:
+        write_results_md(heading, body)
+        print(f"\nwritten to {RESULTS_MD}")
+
+
+if __name__ == "__main__":
+    main()
