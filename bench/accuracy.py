@@ -42,12 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.transforms import Compose
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vitaudio.audio import load_audio  # noqa: E402
-from vitaudio.data import (MelClips, RandomCrop, SegmentRule, SpecAugment, mel_stats, read_mel_config,  # noqa: E402
-                           segment_loader, source_paths)
+from vitaudio.data import (MelClips, SegmentRule, mel_stats, read_mel_config, segment_loader,  # noqa: E402
+                           source_paths, train_transform)
 from vitaudio.engine import EvalResult, evaluate, resolve_device, train_one_epoch  # noqa: E402
 from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
@@ -227,7 +226,7 @@ def run_classical(bench: Bench, task: Task, seed: int) -> RunResult:
 
 def fit(bench: Bench, model: nn.Module, loaders: dict[str, DataLoader], optimizer: torch.optim.Optimizer, *,
         plateau, warmup=None, warmup_epochs: int = 0, epochs: int, patience: int, label_smoothing: float = 0.0,
-        grad_clip: float | None = None) -> tuple[EvalResult, int]:
+        grad_clip: float | None = None, mixup: float = 0.0) -> tuple[EvalResult, int]:
     """train.py's loop for any model returning logits: plateau on val accuracy after warm-up, best-val weights
     (accuracy, then loss), early stopping, no epoch started that would end past the budget -> (test, epochs)."""
     model.to(bench.device)
@@ -237,7 +236,8 @@ def fit(bench: Bench, model: nn.Module, loaders: dict[str, DataLoader], optimize
             break
         epoch_start = (time.time(), budget_clock())
         stats = train_one_epoch(model, loaders["train"], optimizer, device=bench.device, warmup=warmup,
-                                label_smoothing=label_smoothing, grad_clip=grad_clip, epoch=epoch, progress=False)
+                                label_smoothing=label_smoothing, mixup_alpha=mixup, grad_clip=grad_clip, epoch=epoch,
+                                progress=False)
         val = evaluate(model, loaders["val"], device=bench.device)
         if epoch > warmup_epochs:
             plateau.step(val.accuracy)
@@ -271,13 +271,12 @@ class SmallCNN(nn.Module):
 
 
 def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
-    """The CNN on our exact pipeline: train.py's crops, SpecAugment, standardisation, optimiser, schedule."""
+    """The CNN on our exact pipeline: train.py's augmentation, standardisation, optimiser, schedule, mixup."""
     recipe, start = TrainConfig(), (time.time(), budget_clock())
     seed_everything(seed)
     frames = round(recipe.segment_seconds * read_mel_config(bench.mel_root).frames_per_second)
     rule, standardize = SegmentRule(frames, frames), mel_stats(MelClips(bench.mel_root, task.split["train"]))
-    train_set = MelClips(bench.mel_root, task.split["train"],
-                         transform=Compose([RandomCrop(frames), standardize, SpecAugment()]))
+    train_set = MelClips(bench.mel_root, task.split["train"], transform=train_transform(frames, standardize))
     loaders = {"train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
                                    drop_last=len(train_set) > recipe.batch_size)}
     for name in ("val", "test"):
@@ -291,7 +290,7 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
                                                          patience=recipe.plateau_patience)
     test, epochs = fit(bench, model, loaders, optimizer, plateau=plateau, warmup=warmup,
                        warmup_epochs=recipe.warmup_epochs, epochs=recipe.epochs, patience=recipe.patience,
-                       label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip)
+                       label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip, mixup=recipe.mixup)
     return result_of("cnn", task, seed, classification_report(test.clip_logits, test.labels, bench.classes),
                      start, epochs)
 

@@ -63,15 +63,21 @@ def best_time(fn, repeats: int) -> float:
 
 
 def gflops_per_clip(clf: AudioClassifier, n_segments: int, n_frames: int) -> tuple[int, float]:
-    """(tokens per clip, forward GFLOPs per clip): 2 FLOPs per multiply-add of the patch projection, the
-    attention and MLP matmuls ((4 + 2 * mlp_ratio) * D^2 per token and block) and the attention scores (2 N D)."""
+    """(tokens per clip, forward GFLOPs per clip): 2 FLOPs per multiply-add of the stem convolutions, the patch
+    projection, the attention and MLP matmuls ((4 + 2 * mlp_ratio) * D^2 per token and block) and the attention
+    scores (2 N D)."""
     config = clf.model.config
     grid = clf.model.patch_embed.grid_size(n_frames)
     tokens = grid[0] * grid[1]
     dim = config.dim
-    per_token = (config.patch_size[0] * config.patch_size[1] * dim
-                 + config.depth * ((4 + 2 * config.mlp_ratio) * dim**2 + 2 * tokens * dim))
-    return tokens * n_segments, 2 * per_token * tokens * n_segments / 1e9
+    stem_macs, (height, width), in_channels = 0, (config.n_mels, n_frames), 1
+    for channels in config.stem_channels:  # 3x3 stride-2 padded convolutions
+        height, width = (height + 1) // 2, (width + 1) // 2
+        stem_macs += height * width * 9 * in_channels * channels
+        in_channels = channels
+    projection = in_channels * config.patch_size[0] * config.patch_size[1] // 4 ** len(config.stem_channels) * dim
+    per_token = projection + config.depth * ((4 + 2 * config.mlp_ratio) * dim**2 + 2 * tokens * dim)
+    return tokens * n_segments, 2 * (per_token * tokens + stem_macs) * n_segments / 1e9
 
 
 def bench_model(clf: AudioClassifier, paths: list[Path], repeats: int, batch_size: int) -> dict:

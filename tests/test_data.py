@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from vitaudio.data import (MelClips, RandomCrop, SegmentRule, Segmented, SpecAugment, Standardize,
-                           collate_segments, cut_segments, mel_stats)
+from vitaudio.data import (MelClips, RandomCrop, SegmentRule, Segmented, SpecAugment,
+                           Standardize, collate_segments, cut_segments, mel_stats, train_transform)
 from vitaudio.features import PNG_DB_STEP, read_mel_png, write_mel_png
 
 
@@ -67,6 +67,13 @@ def test_spec_augment_masks_bands_and_frames_with_zero():
     masked = SpecAugment(freq_masks=1, freq_width=0.5, time_masks=1, time_width=0.5)(mel)
     assert masked.shape == mel.shape and float(mel.min()) == 1.0  # input untouched
     assert (masked == 0).any() and set(masked.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_train_transform_crops_and_standardises():
+    torch.manual_seed(0)
+    out = train_transform(64, Standardize(mean=-50.0, std=10.0))(torch.full((1, 32, 300), -40.0))
+    assert out.shape == (1, 32, 64) and float(out.max()) == 1.0  # (-40 + 50) / 10
+    assert set(out.unique().tolist()) <= {0.0, 1.0}  # SpecAugment masks are 0
 
 
 def test_mel_stats_are_mean_and_std_of_all_values(mel_root):

@@ -49,6 +49,18 @@ def test_longer_inputs_than_training_crops_score_and_token_count_matches_grid_si
         assert logits.shape == (2, 5) and torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("n_frames", [16, 17, 63, 431])
+def test_conv_stem_keeps_the_patch_grid_and_grid_size_counts_its_tokens(n_frames):
+    model = tiny_model(n_mels=64, patch_size=(16, 16), patch_stride=(16, 8), stem_channels=(8, 16))
+    assert model.patch_embed.proj.kernel_size == (4, 4) and model.patch_embed.proj.stride == (4, 2)
+    with torch.no_grad():
+        tokens = model.forward_features(mel(2, 64, n_frames))
+    n_freq, n_time = model.patch_embed.grid_size(n_frames)
+    quarter = -(-n_frames // 4)  # the padded stride-2 convs round up: ceil(T / 4) columns reach the projection
+    assert n_freq == 4 and n_time == (quarter - 4) // 2 + 1
+    assert tokens.shape == (2, n_freq * n_time, 32)
+
+
 def test_sincos_embedding_of_a_patch_does_not_change_when_the_clip_gets_longer():
     short = sincos_pos_embed_2d(32, (3, 10)).reshape(3, 10, 32)  # (F'*T', D) -> (F', T', D)
     long = sincos_pos_embed_2d(32, (3, 500)).reshape(3, 500, 32)  # (F'*T', D) -> (F', T', D)
@@ -201,7 +213,7 @@ def test_weights_follow_vit_init_with_a_normally_initialised_head():
     assert torch.equal(model.patch_embed.proj.bias, torch.zeros(64))
 
 
-@pytest.mark.parametrize("name, expected", [("tiny", 5.5e6), ("small", 22e6), ("base", 86e6)])
+@pytest.mark.parametrize("name, expected", [("mini", 0.95e6), ("tiny", 5.7e6), ("small", 23e6), ("base", 90e6)])
 def test_preset_parameter_counts(name, expected):
     with torch.device("meta"):  # counts shapes without allocating memory
         model = ViT(vit_config(name))
@@ -250,6 +262,8 @@ def test_state_dict_round_trip_gives_identical_logits():
         (dict(heads=0), ">= 1"),
         (dict(drop_path=1.0), "drop_path"),
         (dict(dropout=-0.1), "dropout"),
+        (dict(stem_channels=(8, 8, 8, 8)), "multiples of 16"),
+        (dict(stem_channels=(8, 0)), "stem channels >= 1"),
     ],
 )
 def test_bad_config_values_raise(bad, message):

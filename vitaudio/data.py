@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.datasets import DatasetFolder
+from torchvision.transforms import Compose
 
 from .features import MelConfig, read_mel_png
 from .melify import MANIFEST
@@ -95,6 +96,11 @@ class SpecAugment:
                 start = int(torch.randint(0, size - span + 1, ()))
                 mel.narrow(axis, start, span).zero_()
         return mel
+
+
+def train_transform(frames: int, standardize: Standardize) -> Compose:
+    """The training augmentation: dB mel (1, M, T) -> a random crop (1, M, frames), standardised, masked."""
+    return Compose([RandomCrop(frames), standardize, SpecAugment()])
 
 
 def load_mel(path: str) -> torch.Tensor:

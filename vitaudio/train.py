@@ -23,11 +23,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
-from torchvision.transforms import Compose
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import (MelClips, RandomCrop, SegmentRule, SpecAugment, Standardize, mel_stats, read_mel_config,
-                   segment_loader, source_paths)
+from .data import (MelClips, SegmentRule, Standardize, mel_stats, read_mel_config, segment_loader, source_paths,
+                   train_transform)
 from .distributed import DistContext, all_reduce_sum, barrier, broadcast, init_distributed, shutdown
 from .engine import evaluate, resolve_device, train_one_epoch
 from .evaluate import write_test_outputs
@@ -46,7 +45,7 @@ class TrainConfig:
 
     root: str | None = None  # audio class folders or melify output; None = the demo set in data/demo
     model: str = "mini"  # ViT preset (model.PRESETS); mini meets the CPU inference targets and beat tiny on real music
-    epochs: int = 60  # total epochs (also when resuming); early stopping may end sooner
+    epochs: int = 100  # total epochs (also when resuming); early stopping may end sooner
     batch_size: int = 32  # per process
     lr: float = 1e-3  # AdamW peak learning rate, reached after the warm-up
     weight_decay: float = 0.05
@@ -56,7 +55,7 @@ class TrainConfig:
     patience: int = 20  # early stopping: epochs without a better val clip accuracy
     segment_seconds: float = 3.0  # training crop and evaluation segment length
     label_smoothing: float = 0.1
-    mixup: float = 0.0  # Beta(alpha, alpha) mixup of training batches; 0 = off
+    mixup: float = 0.3  # Beta(alpha, alpha) mixup of training batches; 0 = off
     grad_clip: float = 1.0  # max gradient norm
     device: str = "auto"  # auto | cpu | cuda
     amp: bool | None = None  # mixed precision; None = on for CUDA
@@ -189,7 +188,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
              "mel_root": str(mel_root)}, indent=1))
 
     pin = device.type == "cuda"
-    train_set = MelClips(mel_root, split["train"], transform=Compose([RandomCrop(frames), standardize, SpecAugment()]))
+    train_set = MelClips(mel_root, split["train"], transform=train_transform(frames, standardize))
     sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
