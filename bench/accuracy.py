@@ -52,7 +52,7 @@ from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
 from vitaudio.report import classification_report  # noqa: E402
 from vitaudio.splits import SPLITS, make_split, read_groups, read_split_file, write_split_file  # noqa: E402
-from vitaudio.train import TrainConfig, seed_everything, train  # noqa: E402
+from vitaudio.train import TrainConfig, make_optimizer, seed_everything, train  # noqa: E402
 
 CONTENDERS = ("vitaudio", "classical", "cnn", "blog")
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
@@ -283,11 +283,7 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
         loaders[name] = segment_loader(MelClips(bench.mel_root, task.split[name]), rule, standardize,
                                        batch_size=max(1, recipe.batch_size // 4))
     model = SmallCNN(n_classes=len(bench.classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01,
-                                               total_iters=max(1, recipe.warmup_epochs * len(loaders["train"])))
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=recipe.plateau_factor,
-                                                         patience=recipe.plateau_patience)
+    optimizer, warmup, plateau = make_optimizer(model, recipe, steps_per_epoch=len(loaders["train"]))
     test, epochs = fit(bench, model, loaders, optimizer, plateau=plateau, warmup=warmup,
                        warmup_epochs=recipe.warmup_epochs, epochs=recipe.epochs, patience=recipe.patience,
                        label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip, mixup=recipe.mixup)

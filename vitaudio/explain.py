@@ -69,10 +69,9 @@ def segment_rollout(clf: AudioClassifier, mel_db: np.ndarray, segment: int = 0) 
     rollout relevance spread over it (n_mels, L), L = the checkpoint's segment frames."""
     mel = torch.from_numpy(np.ascontiguousarray(mel_db, dtype=np.float32)).unsqueeze(0)  # (M, T) -> (1, M, T)
     segments_db = cut_segments(mel, clf.segment_rule)  # (S, 1, M, L), cut exactly as evaluation cuts
-    segments = cut_segments(clf.standardize(mel), clf.segment_rule)
-    if not -len(segments) <= segment < len(segments):
-        raise IndexError(f"segment {segment} of a clip with {len(segments)} segments")
-    relevance = attention_rollout(clf.model, segments[segment])
+    if not -len(segments_db) <= segment < len(segments_db):
+        raise IndexError(f"segment {segment} of a clip with {len(segments_db)} segments")
+    relevance = attention_rollout(clf.model, clf.standardize(segments_db[segment]))  # affine: cut, then standardise
     segment_db = segments_db[segment, 0].numpy()  # (1, M, L) -> (M, L)
     return segment_db, relevance_map(relevance, clf.model.config, segment_db.shape[-1])
 

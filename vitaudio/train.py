@@ -200,11 +200,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
     model = ViT(model_config).to(device)
     if source and not resume:
         initial_weights(model, config.init_from, classes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01,
-                                               total_iters=max(1, config.warmup_epochs * len(train_loader)))
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
-                                                         patience=config.plateau_patience)
+    optimizer, warmup, plateau = make_optimizer(model, config, steps_per_epoch=len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if amp and pin and not torch.cuda.is_bf16_supported() else None
     start_epoch, best_acc, best_loss, best_epoch = 1, -1.0, float("inf"), 0
     if resume:
@@ -269,6 +265,16 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
         test_best(model, run_dir, mel_root, classes, device=device, amp=amp, loader=test_loader)
     barrier(ctx)
     return run_dir
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epoch: int):
+    """AdamW, its per-step linear warm-up from lr / 100, and ReduceLROnPlateau on val clip accuracy after it."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01,
+                                               total_iters=max(1, config.warmup_epochs * steps_per_epoch))
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
+                                                         patience=config.plateau_patience)
+    return optimizer, warmup, plateau
 
 
 def rewind_metrics(path: Path, last_record: dict) -> None:
