@@ -227,8 +227,9 @@ def run_classical(bench: Bench, task: Task, seed: int) -> RunResult:
 def fit(bench: Bench, model: nn.Module, loaders: dict[str, DataLoader], optimizer: torch.optim.Optimizer, *,
         plateau, warmup=None, warmup_epochs: int = 0, epochs: int, patience: int, label_smoothing: float = 0.0,
         grad_clip: float | None = None, mixup: float = 0.0) -> tuple[EvalResult, int]:
-    """train.py's loop for any model returning logits: plateau on val accuracy after warm-up, best-val weights
-    (accuracy, then loss), early stopping, no epoch started that would end past the budget -> (test, epochs)."""
+    """train.py's loop for any model returning logits: after warm-up the plateau watches val loss (mode "min", as
+    train.py) or val accuracy (mode "max", the blog's); the best weights by the same measure (accuracy ties go to
+    the lower loss), early stopping, no epoch started that would end past the budget -> (test, epochs)."""
     model.to(bench.device)
     start, epoch_cost, best, best_state, best_epoch, done = budget_clock(), 0.0, None, None, 0, 0
     for epoch in range(1, epochs + 1):
@@ -239,10 +240,12 @@ def fit(bench: Bench, model: nn.Module, loaders: dict[str, DataLoader], optimize
                                 label_smoothing=label_smoothing, mixup_alpha=mixup, grad_clip=grad_clip, epoch=epoch,
                                 progress=False)
         val = evaluate(model, loaders["val"], device=bench.device)
+        watches_loss = plateau.mode == "min"
         if epoch > warmup_epochs:
-            plateau.step(val.accuracy)
-        if best is None or (val.accuracy, -val.loss) > best:
-            best, best_state, best_epoch = (val.accuracy, -val.loss), copy.deepcopy(model.state_dict()), epoch
+            plateau.step(val.loss if watches_loss else val.accuracy)
+        score = (-val.loss,) if watches_loss else (val.accuracy, -val.loss)  # higher is better
+        if best is None or score > best:
+            best, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
         done, epoch_cost = epoch, budget_clock() - epoch_start[1]
         print(f"  epoch {epoch:3d}  train loss {stats.loss:.3f} acc {stats.accuracy:.3f}  val loss {val.loss:.3f} "
               f"acc {val.accuracy:.3f}  {time.time() - epoch_start[0]:.1f} s ({epoch_cost:.1f} s budget)"

@@ -34,6 +34,7 @@ def test_train_py_end_to_end_writes_every_run_file(tmp_path):
     assert set(metrics[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
     report = json.loads((tmp_path / "run/test_report.json").read_text())
     assert report["n_clips"] == 3 and report["classes"] == ["bass", "mid", "treble"]
+    assert report["best_epoch"] == min(metrics, key=lambda m: m["val_loss"])["epoch"]  # best.pt: lowest val loss
     assert np.asarray(report["confusion_matrix"]).sum() == 3
     with open(tmp_path / "run/test_predictions.csv") as file:
         rows = list(csv.DictReader(file))

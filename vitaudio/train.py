@@ -45,14 +45,14 @@ class TrainConfig:
 
     root: str | None = None  # audio class folders or melify output; None = the demo set in data/demo
     model: str = "mini"  # ViT preset (model.PRESETS); mini meets the CPU inference targets and beat tiny on real music
-    epochs: int = 100  # total epochs (also when resuming); early stopping may end sooner
+    epochs: int = 150  # total epochs (also when resuming); early stopping may end sooner
     batch_size: int = 32  # per process
     lr: float = 1e-3  # AdamW peak learning rate, reached after the warm-up
     weight_decay: float = 0.05
     warmup_epochs: int = 3  # linear warm-up from lr / 100; ReduceLROnPlateau takes over after it
-    plateau_patience: int = 8  # epochs without a better val clip accuracy before the lr is cut (3 cut on val noise)
+    plateau_patience: int = 8  # epochs without a lower val clip loss before the lr is cut
     plateau_factor: float = 0.3  # the cut
-    patience: int = 20  # early stopping: epochs without a better val clip accuracy
+    patience: int = 20  # early stopping: epochs without a lower val clip loss
     segment_seconds: float = 3.0  # training crop and evaluation segment length
     label_smoothing: float = 0.1
     mixup: float = 0.3  # Beta(alpha, alpha) mixup of training batches; 0 = off
@@ -202,7 +202,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
         initial_weights(model, config.init_from, classes)
     optimizer, warmup, plateau = make_optimizer(model, config, steps_per_epoch=len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if amp and pin and not torch.cuda.is_bf16_supported() else None
-    start_epoch, best_acc, best_loss, best_epoch = 1, -1.0, float("inf"), 0
+    start_epoch, best_loss, best_epoch = 1, float("inf"), 0  # the best epoch has the lowest val clip loss
     if resume:
         last = load_checkpoint(run_dir / "last.pt", map_location=device)
         model.load_state_dict(last["model"])
@@ -210,8 +210,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
         warmup.load_state_dict(last["warmup"])
         plateau.load_state_dict(last["scheduler"])
         set_rng_state(last["rng"])
-        start_epoch, best_acc, best_loss, best_epoch = (last["epoch"] + 1, last["best_val_acc"],
-                                                        last["best_val_loss"], last["best_epoch"])
+        start_epoch, best_loss, best_epoch = last["epoch"] + 1, last["best_val_loss"], last["best_epoch"]
         if ctx.is_main:
             rewind_metrics(run_dir / "metrics.jsonl", last["record"])
     trained = DistributedDataParallel(model) if ctx.enabled else model
@@ -234,18 +233,18 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
         loss_sum, n_correct, n_seen = all_reduce_sum([stats.loss_sum, stats.n_correct, stats.n_seen], ctx)
         val = evaluate(model, val_loader, device=device, amp=amp)  # every rank: same weights, same result
         if epoch > config.warmup_epochs:
-            plateau.step(val.accuracy)
-        improved = val.accuracy > best_acc or (val.accuracy == best_acc and val.loss < best_loss)
+            plateau.step(val.loss)
+        improved = val.loss < best_loss
         if improved:
-            best_acc, best_loss, best_epoch = val.accuracy, val.loss, epoch
+            best_loss, best_epoch = val.loss, epoch
         if ctx.is_main:
             record = {"epoch": epoch, "train_loss": loss_sum / n_seen, "train_acc": n_correct / n_seen,
                       "val_loss": val.loss, "val_acc": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
                       "seconds": time.time() - start}
             checkpoint = {**checkpoint_base, "model": model.state_dict(), "epoch": epoch,
                           "optimizer": optimizer.state_dict(), "warmup": warmup.state_dict(),
-                          "scheduler": plateau.state_dict(), "rng": rng_state(), "best_val_acc": best_acc,
-                          "best_val_loss": best_loss, "best_epoch": best_epoch}
+                          "scheduler": plateau.state_dict(), "rng": rng_state(), "best_val_loss": best_loss,
+                          "best_epoch": best_epoch}
             with open(run_dir / "metrics.jsonl", "a") as file:
                 file.write(json.dumps(record) + "\n")
             if improved:
@@ -256,7 +255,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
                   f"lr {record['lr']:.1e}  {record['seconds']:.1f} s" + ("  *" if improved else ""), flush=True)
         if epoch - best_epoch >= config.patience:
             if ctx.is_main:
-                print(f"early stop: no better val accuracy for {config.patience} epochs")
+                print(f"early stop: no lower val loss for {config.patience} epochs")
             break
 
     if ctx.is_main:
@@ -268,11 +267,11 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epoch: int):
-    """AdamW, its per-step linear warm-up from lr / 100, and ReduceLROnPlateau on val clip accuracy after it."""
+    """AdamW, its per-step linear warm-up from lr / 100, and ReduceLROnPlateau on val clip loss after it."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01,
                                                total_iters=max(1, config.warmup_epochs * steps_per_epoch))
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.plateau_factor,
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
                                                          patience=config.plateau_patience)
     return optimizer, warmup, plateau
 
