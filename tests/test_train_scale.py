@@ -11,6 +11,7 @@ import torch
 
 from conftest import write_separable_set
 from test_train import REPO
+from vitaudio.checkpoint import load_checkpoint, save_checkpoint
 from vitaudio.evaluate import evaluate_checkpoint
 from vitaudio.train import TrainConfig, train
 
@@ -65,6 +66,17 @@ def test_resume_restores_optimizer_and_rng_state(audio_root, tmp_path):
     assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5) for k in a["model"])
     assert read_metrics(straight)[-1]["train_loss"] == pytest.approx(read_metrics(interrupted)[-1]["train_loss"])
 
+
+
+def test_run_whose_lr_plateau_watched_accuracy_is_refused_on_resume(audio_root, tmp_path):
+    run_dir = train(TrainConfig(root=str(audio_root), model="mini", epochs=1, segment_seconds=0.5, batch_size=4,
+                                out=str(tmp_path / "old")))
+    last = load_checkpoint(run_dir / "last.pt")
+    last["scheduler"]["mode"] = "max"  # what runs before the switch to val loss saved
+    save_checkpoint(run_dir / "last.pt", last)
+    with pytest.raises(SystemExit, match="older vitaudio.*--init-from"):
+        train(TrainConfig(root=str(audio_root), model="mini", epochs=2, segment_seconds=0.5, batch_size=4,
+                          out=str(run_dir)), resume=run_dir)
 
 def test_torchrun_two_cpu_processes_train_and_rank_0_writes_one_checkpoint(audio_root, tmp_path):
     result = subprocess.run(

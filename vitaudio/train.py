@@ -208,6 +208,10 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
         warmup.load_state_dict(last["warmup"])
+        if last["scheduler"]["mode"] != plateau.mode:  # runs before the lr plateau watched val loss
+            raise SystemExit(f"{run_dir}: this run was started by an older vitaudio whose lr schedule watched val "
+                             f"accuracy, so it can't be resumed; start a new run (--init-from its best.pt to reuse "
+                             f"the weights).")
         plateau.load_state_dict(last["scheduler"])
         set_rng_state(last["rng"])
         start_epoch, best_loss, best_epoch = last["epoch"] + 1, last["best_val_loss"], last["best_epoch"]
