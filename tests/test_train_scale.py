@@ -67,7 +67,6 @@ def test_resume_restores_optimizer_and_rng_state(audio_root, tmp_path):
     assert read_metrics(straight)[-1]["train_loss"] == pytest.approx(read_metrics(interrupted)[-1]["train_loss"])
 
 
-
 def test_run_whose_lr_plateau_watched_accuracy_is_refused_on_resume(audio_root, tmp_path):
     run_dir = train(TrainConfig(root=str(audio_root), model="mini", epochs=1, segment_seconds=0.5, batch_size=4,
                                 out=str(tmp_path / "old")))
@@ -77,6 +76,7 @@ def test_run_whose_lr_plateau_watched_accuracy_is_refused_on_resume(audio_root, 
     with pytest.raises(SystemExit, match="older vitaudio.*--init-from"):
         train(TrainConfig(root=str(audio_root), model="mini", epochs=2, segment_seconds=0.5, batch_size=4,
                           out=str(run_dir)), resume=run_dir)
+
 
 def test_torchrun_two_cpu_processes_train_and_rank_0_writes_one_checkpoint(audio_root, tmp_path):
     result = subprocess.run(
