@@ -111,3 +111,22 @@ def test_non_finite_loss_stops_training_with_a_clear_message():
     optimizer = torch.optim.AdamW(model.parameters())
     with pytest.raises(FloatingPointError, match="lower --lr"):
         train_one_epoch(model, loader, optimizer, device=torch.device("cpu"), progress=False)
+
+
+def test_train_accuracy_under_mixup_counts_the_label_with_the_larger_share():
+    class NearestLabel(torch.nn.Module):  # input filled with its label (0 or 1): predicts the nearest label
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, mel):
+            value = mel.mean(dim=(1, 2, 3)).unsqueeze(1)  # (B, 1)
+            return -(value - torch.tensor([0.0, 1.0])) ** 2 + 0 * self.unused  # (B, 2)
+
+    torch.manual_seed(0)
+    labels = torch.arange(64) % 2
+    loader = [(labels.float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4), labels)] * 8
+    model = NearestLabel()
+    stats = train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.0), device=torch.device("cpu"),
+                            mixup_alpha=0.3, progress=False)
+    assert stats.n_seen == 512 and stats.accuracy == 1.0  # counted against the first label it is ~0.6

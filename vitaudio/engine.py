@@ -81,7 +81,8 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         if warmup is not None:
             warmup.step()
         total_loss += loss.item() * len(labels)
-        total_correct += int((logits.argmax(dim=1) == labels).sum())
+        major = labels if mix >= 0.5 else partner  # under mixup, accuracy is counted against the larger share
+        total_correct += int((logits.argmax(dim=1) == major).sum())
         total_seen += len(labels)
         bar.set_postfix(loss=f"{total_loss / total_seen:.3f}")
     return TrainStats(loss_sum=total_loss, n_correct=total_correct, n_seen=total_seen)
