@@ -191,12 +191,11 @@ def run_vitaudio(bench: Bench, task: Task, seed: int) -> RunResult:
         call_start = budget_clock()
         train(replace(config, epochs=epochs), resume=run_dir)
         done = len((run_dir / "metrics.jsonl").read_text().splitlines())
-        if done < epochs:  # early stopping ended it
-            break
         epoch_cost = (budget_clock() - call_start - overhead) / (done - epochs_run)
         epochs_run = done
+        if done < epochs:  # early stopping ended it
+            break
     report = json.loads((run_dir / "test_report.json").read_text())
-    epochs_run = len((run_dir / "metrics.jsonl").read_text().splitlines())
     return result_of("vitaudio", task, seed, report, start, epochs_run)
 
 
