@@ -87,7 +87,7 @@ class Bench:
     device: torch.device
     prep_seconds: dict[str, float] = field(default_factory=dict)
     features: dict[str, np.ndarray] | None = None  # classical: clip key -> feature vector
-    images: dict[str, torch.Tensor] | None = None  # blog: clip key -> (3, 224, 224) uint8
+    images: dict[str, torch.Tensor] | None = None  # blog: clip key -> (3, size, size) uint8
 
 
 @dataclass
@@ -304,41 +304,52 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
                      start, epochs)
 
 
-def blog_images(bench: Bench, keys: list[str], size: int = 224) -> dict[str, torch.Tensor]:
-    """Clip key -> (3, size, size) uint8: the blog's matplotlib rendering of the whole clip's mel (specshow of
-    power_to_db(mel, ref=max), axes off), cached as PNGs in ROOT.blog-png/ next to ROOT, resized on loading."""
+def render_blog_png(audio_path: Path, png: Path) -> None:
+    """The blog's picture of a whole clip: specshow of power_to_db(mel, ref=max), axes off, saved atomically."""
     import librosa
     import librosa.display
     from matplotlib.figure import Figure
+
+    samples = load_audio(audio_path, 22050)
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=samples, sr=22050), ref=np.max)
+    fig = Figure()
+    ax = fig.add_subplot()
+    librosa.display.specshow(mel_db, sr=22050, ax=ax)
+    ax.axis("off")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png.with_suffix(".tmp.png"), bbox_inches="tight", pad_inches=0)
+    os.replace(png.with_suffix(".tmp.png"), png)
+
+
+def blog_images(bench: Bench, keys: list[str], size: int = 224) -> dict[str, torch.Tensor]:
+    """Clip key -> (3, size, size) uint8: the blog's rendering, cached as PNGs in ROOT.blog-png/ next to ROOT
+    (rendered by one process per core), resized on loading."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from PIL import Image
 
     start, audio_of = time.time(), source_paths(bench.mel_root)
     cache = bench.root.parent / f"{bench.root.name}.blog-png"
+    missing = [key for key in keys if not (cache / f"{key}.png").exists()]
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(render_blog_png, [bench.root / audio_of[k] for k in missing],
+                      [cache / f"{k}.png" for k in missing], chunksize=8))
     images = {}
     for key in keys:
-        png = cache / f"{key}.png"
-        if not png.exists():
-            samples = load_audio(bench.root / audio_of[key], 22050)
-            mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=samples, sr=22050), ref=np.max)
-            fig = Figure()
-            ax = fig.add_subplot()
-            librosa.display.specshow(mel_db, sr=22050, ax=ax)
-            ax.axis("off")
-            png.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(png.with_suffix(".tmp.png"), bbox_inches="tight", pad_inches=0)
-            os.replace(png.with_suffix(".tmp.png"), png)
-        rgb = Image.open(png).convert("RGB").resize((size, size), Image.BILINEAR)
+        rgb = Image.open(cache / f"{key}.png").convert("RGB").resize((size, size), Image.BILINEAR)
         images[key] = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
     bench.prep_seconds["blog images"] = time.time() - start
     return images
 
 
-def run_blog(bench: Bench, task: Task, seed: int, epochs: int = 30) -> RunResult:
-    """The blog's recipe, scaled to CPU; like the others it tests the best-validation weights."""
+def run_blog(bench: Bench, task: Task, seed: int, *, full_size: bool = False, epochs: int = 30) -> RunResult:
+    """The blog's recipe, scaled to CPU (224x224 images, ViT-Tiny width) unless `full_size` (480x480, ViT-Base
+    width: the blog's own); like the others it tests the best-validation weights."""
     from timm.models.vision_transformer import VisionTransformer
 
+    size, width, heads = (480, 768, 12) if full_size else (224, 192, 3)
     if bench.images is None:
-        bench.images = blog_images(bench, sorted(k for keys in task.split.values() for k in keys))
+        bench.images = blog_images(bench, sorted(k for keys in task.split.values() for k in keys), size)
     start = (time.time(), budget_clock())
     seed_everything(seed)
 
@@ -352,8 +363,8 @@ def run_blog(bench: Bench, task: Task, seed: int, epochs: int = 30) -> RunResult
     loaders = {"train": DataLoader(dataset("train"), batch_size=32, shuffle=True)}
     for name in ("val", "test"):
         loaders[name] = DataLoader(dataset(name), batch_size=32, collate_fn=one_segment_per_clip)
-    model = VisionTransformer(img_size=224, patch_size=16, in_chans=3, num_classes=len(bench.classes),
-                              embed_dim=192, depth=12, num_heads=3)
+    model = VisionTransformer(img_size=size, patch_size=16, in_chans=3, num_classes=len(bench.classes),
+                              embed_dim=width, depth=12, num_heads=heads)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=3)
     test, epochs_run = fit(bench, model, loaders, optimizer, plateau=plateau, epochs=epochs, patience=epochs)

@@ -79,8 +79,9 @@ def test_metadata_lists_every_clip_with_its_class_and_piece(demo_dir: Path) -> N
     assert len(groups) == len(CLASSES) * CLIPS_PER_CLASS // CLIPS_PER_PIECE
 
 
-def test_two_runs_write_byte_identical_files(demo_dir: Path, tmp_path: Path) -> None:
-    make_demo_dataset(tmp_path, clips_per_class=CLIPS_PER_CLASS, seconds=SECONDS)
+def test_two_runs_write_byte_identical_files_also_with_two_workers(demo_dir: Path, tmp_path: Path) -> None:
+    wav_paths = make_demo_dataset(tmp_path, clips_per_class=CLIPS_PER_CLASS, seconds=SECONDS, workers=2)
+    assert sorted(wav_paths) == [tmp_path / p.relative_to(demo_dir) for p in _wav_files(demo_dir)]
     first = sorted(p.relative_to(demo_dir) for p in demo_dir.rglob("*") if p.is_file())
     second = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert first == second

@@ -21,11 +21,14 @@ clip index), so any clip can be regenerated on its own and reruns give byte-iden
 from __future__ import annotations
 
 import argparse
+import builtins
 import csv
 import logging
 import math
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -349,34 +352,39 @@ def synthesize_clip(class_name: str, clip_index: int, *, seconds: float = 6.0, s
     return np.round(audio * 32767).astype(np.int16)
 
 
+def _write_clip(class_name: str, clip_index: int, wav_path: Path, seconds: float, seed: int,
+                sample_rate: int) -> Path:
+    samples = synthesize_clip(class_name, clip_index, seconds=seconds, seed=seed, sample_rate=sample_rate)
+    # The temp name does not end in .wav, so loaders never pick up a half-written file.
+    tmp_path = wav_path.with_name(f".{wav_path.name}.tmp")
+    sf.write(tmp_path, samples, sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp_path, wav_path)
+    return wav_path
+
+
 def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 6.0, seed: int = 0,
-                      sample_rate: int = 22050) -> list[Path]:
-    """Write `dst/<class>/<class>.<NNNNN>.wav` and `dst/metadata.csv`; return the wav paths.
+                      sample_rate: int = 22050, workers: int = 1) -> list[Path]:
+    """Write `dst/<class>/<class>.<NNNNN>.wav` and `dst/metadata.csv` (clips rendered by `workers` processes);
+    return the wav paths.
 
     Files are written atomically (a hidden `.<name>.tmp` then `os.replace`) and existing files of
     the same name are overwritten, so rerunning into a complete or interrupted folder is safe.
     """
-    if clips_per_class < 1 or seconds <= 0 or seed < 0 or sample_rate < 8000:
-        raise ValueError(f"need clips_per_class >= 1, seconds > 0, seed >= 0, sample_rate >= 8000; "
-                         f"got {clips_per_class}, {seconds}, {seed}, {sample_rate}")
+    if clips_per_class < 1 or seconds <= 0 or seed < 0 or sample_rate < 8000 or workers < 1:
+        raise ValueError(f"need clips_per_class >= 1, seconds > 0, seed >= 0, sample_rate >= 8000, workers >= 1; "
+                         f"got {clips_per_class}, {seconds}, {seed}, {sample_rate}, {workers}")
     dst = Path(dst)
-    wav_paths, rows = [], []
-    progress = tqdm(total=len(CLASSES) * clips_per_class, desc="demo clips", unit="clip", disable=None)
-    for class_index, class_name in enumerate(CLASSES):
+    jobs, rows = [], []  # jobs: the arguments of _write_clip
+    for class_name in CLASSES:
         (dst / class_name).mkdir(parents=True, exist_ok=True)
         for clip_index in range(clips_per_class):
-            samples = synthesize_clip(class_name, clip_index, seconds=seconds, seed=seed,
-                                      sample_rate=sample_rate)
             wav_path = dst / class_name / f"{class_name}.{clip_index:05d}.wav"
-            # The temp name does not end in .wav, so loaders never pick up a half-written file.
-            tmp_path = wav_path.with_name(f".{wav_path.name}.tmp")
-            sf.write(tmp_path, samples, sample_rate, subtype="PCM_16", format="WAV")
-            os.replace(tmp_path, wav_path)
-            wav_paths.append(wav_path)
+            jobs.append((class_name, clip_index, wav_path, seconds, seed, sample_rate))
             piece_name = f"{class_name}.piece{clip_index // CLIPS_PER_PIECE:03d}"
             rows.append((f"{class_name}/{wav_path.name}", class_name, piece_name))
-            progress.update()
-    progress.close()
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        written = (pool or builtins).map(_write_clip, *zip(*jobs))
+        wav_paths = list(tqdm(written, total=len(jobs), desc="demo clips", unit="clip", disable=None))
     tmp_csv = dst / ".metadata.csv.tmp"
     with tmp_csv.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -398,12 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each clip")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-rate", type=int, default=22050)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     started = time.perf_counter()
     try:
         wav_paths = make_demo_dataset(args.dst, clips_per_class=args.clips_per_class, seconds=args.seconds,
-                                      seed=args.seed, sample_rate=args.sample_rate)
+                                      seed=args.seed, sample_rate=args.sample_rate, workers=args.workers)
     except ValueError as err:
         parser.error(str(err))
     print(f"wrote {len(wav_paths)} clips ({len(CLASSES)} classes x {args.clips_per_class}) "

@@ -137,7 +137,7 @@ def initial_weights(model: ViT, checkpoint_path: str, classes: list[str]) -> Non
 def train(config: TrainConfig, resume: Path | None = None) -> Path:
     """Run one training as `config` says (or continue the run in `resume`); return the run directory."""
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
-    ctx = init_distributed(device.type)
+    ctx = init_distributed(device)
     try:
         run_dir = _train(config, resume, device, ctx)
         if ctx.enabled:
