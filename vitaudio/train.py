@@ -204,7 +204,8 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
     scaler = torch.amp.GradScaler("cuda") if amp and pin and not torch.cuda.is_bf16_supported() else None
     start_epoch, best_loss, best_epoch = 1, float("inf"), 0  # the best epoch has the lowest val clip loss
     if resume:
-        last = load_checkpoint(run_dir / "last.pt", map_location=device)
+        last = load_checkpoint(run_dir / "last.pt")  # on the CPU: RNG states must stay CPU byte tensors, and
+        # load_state_dict moves the weights and the optimizer state to the model's device
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
         warmup.load_state_dict(last["warmup"])
