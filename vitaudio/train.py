@@ -190,8 +190,10 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
     pin = device.type == "cuda"
     train_set = MelClips(mel_root, split["train"], transform=train_transform(frames, standardize))
     sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
+    # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
+    # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                              num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                              num_workers=workers, pin_memory=pin,
                               drop_last=len(train_set) > config.batch_size * ctx.world_size)
     eval_batch = max(1, config.batch_size // 4)
     val_loader = segment_loader(MelClips(mel_root, split["val"]), rule, standardize, batch_size=eval_batch,
