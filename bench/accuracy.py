@@ -289,12 +289,13 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
     seed_everything(seed)
     frames = round(recipe.segment_seconds * read_mel_config(bench.mel_root).frames_per_second)
     rule, standardize = SegmentRule(frames, frames), mel_stats(MelClips(bench.mel_root, task.split["train"]))
-    train_set = MelClips(bench.mel_root, task.split["train"], transform=train_transform(frames, standardize))
+    train_set = MelClips(bench.mel_root, task.split["train"], transform=train_transform(frames, standardize),
+                         in_memory=True)
     loaders = {"train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
                                    drop_last=len(train_set) > recipe.batch_size)}
     for name in ("val", "test"):
-        loaders[name] = segment_loader(MelClips(bench.mel_root, task.split[name]), rule, standardize,
-                                       batch_size=max(1, recipe.batch_size // 4))
+        clips = MelClips(bench.mel_root, task.split[name], in_memory=True)
+        loaders[name] = segment_loader(clips, rule, standardize, batch_size=max(1, recipe.batch_size // 4))
     model = SmallCNN(n_classes=len(bench.classes))
     optimizer, warmup, plateau = make_optimizer(model, recipe, steps_per_epoch=len(loaders["train"]))
     test, epochs = fit(bench, model, loaders, optimizer, plateau=plateau, warmup=warmup,

@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    config = vit_config(args.model, n_mels=128, n_classes=10, stem_channels=())  # the transformer alone: timm has no stem
+    config = vit_config(args.model, n_mels=128, n_classes=10, stem_channels=())  # the transformer alone (timm: no stem)
     models = {"vitaudio ViT": ViT(config).to(device), "timm VisionTransformer": timm_twin(config).to(device)}
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     batch = torch.randn(args.batch_size, 1, 128, args.frames, device=device)

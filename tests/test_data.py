@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,15 @@ def test_dataset_reads_pngs_as_db_with_lowest_band_first(mel_root):
 def test_dataset_keeps_only_the_split_and_all_classes(mel_root):
     clips = MelClips(mel_root, keys=["b_high/b_high.1"])
     assert len(clips) == 1 and clips.classes == ["a_low", "b_high"] and clips[0][1] == 1
+
+
+def test_in_memory_clips_match_the_files_and_read_each_file_once(mel_root):
+    in_memory = MelClips(mel_root, in_memory=True)
+    from_disk = [mel_db for mel_db, _ in MelClips(mel_root)]
+    assert all(torch.equal(in_memory[i][0], from_disk[i]) for i in range(len(in_memory)))
+    for path, _ in in_memory.samples:
+        Path(path).write_bytes(b"not a png any more")  # a second read would fail
+    assert all(torch.equal(in_memory[i][0], from_disk[i]) for i in range(len(in_memory)))
 
 
 def test_random_crop_has_segment_length_and_pads_short_clips():

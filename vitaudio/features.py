@@ -152,7 +152,12 @@ def write_mel_png(path: Path, mel_db: np.ndarray) -> None:
 
 def read_mel_png(path: Path) -> np.ndarray:
     """Read a melify PNG -> (n_mels, n_frames) float32 dB, index 0 = lowest band."""
+    return png_to_db(read_png16(path))
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """Read a melify PNG -> its (n_mels, n_frames) uint16 image as stored (png_to_db gives the dB)."""
     with Image.open(path) as image:
         if image.mode not in ("I;16", "I;16B", "I"):
             raise ValueError(f"{path}: not a 16-bit melify image (PIL mode {image.mode}); re-run vitaudio.melify")
-        return png_to_db(np.asarray(image).astype(np.uint16, copy=False))
+        return np.asarray(image).astype(np.uint16, copy=False)

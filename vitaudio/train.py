@@ -129,7 +129,8 @@ def initial_weights(model: ViT, checkpoint_path: str, classes: list[str]) -> Non
         weights = {k: v for k, v in weights.items() if not k.startswith("head.fc.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or set(missing) - {"head.fc.weight", "head.fc.bias"}:
-        raise SystemExit(f"{checkpoint_path}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+        raise SystemExit(f"{checkpoint_path}: weights do not fit the model (missing {missing}, "
+                         f"unexpected {unexpected})")
     print(f"initialised from {checkpoint_path}" + ("" if source["classes"] == classes else
                                                    f" with a new head for {len(classes)} classes"))
 
@@ -187,8 +188,9 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
              "segment": rule.to_dict(), "normalization": asdict(standardize), "classes": classes,
              "mel_root": str(mel_root)}, indent=1))
 
-    pin = device.type == "cuda"
-    train_set = MelClips(mel_root, split["train"], transform=train_transform(frames, standardize))
+    # Decoded clips stay in RAM when this process loads them; workers would each fill a copy, every epoch anew.
+    pin, in_memory = device.type == "cuda", workers == 0
+    train_set = MelClips(mel_root, split["train"], transform=train_transform(frames, standardize), in_memory=in_memory)
     sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
     # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
     # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
@@ -196,8 +198,8 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
                               num_workers=workers, pin_memory=pin,
                               drop_last=len(train_set) > config.batch_size * ctx.world_size)
     eval_batch = max(1, config.batch_size // 4)
-    val_loader = segment_loader(MelClips(mel_root, split["val"]), rule, standardize, batch_size=eval_batch,
-                                workers=workers, pin_memory=pin)
+    val_loader = segment_loader(MelClips(mel_root, split["val"], in_memory=in_memory), rule, standardize,
+                                batch_size=eval_batch, workers=workers, pin_memory=pin)
 
     model = ViT(model_config).to(device)
     if source and not resume:
