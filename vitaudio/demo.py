@@ -21,7 +21,6 @@ clip index), so any clip can be regenerated on its own and reruns give byte-iden
 from __future__ import annotations
 
 import argparse
-import builtins
 import csv
 import logging
 import math
@@ -383,7 +382,7 @@ def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 
             piece_name = f"{class_name}.piece{clip_index // CLIPS_PER_PIECE:03d}"
             rows.append((f"{class_name}/{wav_path.name}", class_name, piece_name))
     with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-        written = (pool or builtins).map(_write_clip, *zip(*jobs))
+        written = (pool.map if pool else map)(_write_clip, *zip(*jobs))  # in job order
         wav_paths = list(tqdm(written, total=len(jobs), desc="demo clips", unit="clip", disable=None))
     tmp_csv = dst / ".metadata.csv.tmp"
     with tmp_csv.open("w", newline="") as f:

@@ -100,7 +100,7 @@ def prepare_data(config: TrainConfig, mel_config: MelConfig) -> Path:
         from .demo import make_demo_dataset
 
         print(f"making the synthetic demo set in {DEMO_ROOT}")
-        make_demo_dataset(DEMO_ROOT)
+        make_demo_dataset(DEMO_ROOT, workers=os.cpu_count() or 1)
     return cached_melify(Path(config.root or DEMO_ROOT), mel_config, config.workers)
 
 
