@@ -423,7 +423,7 @@ def section(bench: Bench, tasks: list[Task], results: list[RunResult], budget_mi
         f"{sum(len(t.split['test']) for t in tasks)}{' over all folds' if len(tasks) > 1 else ''}"
         + (f"; **no test clip of {', '.join(untested)}**" if untested else "") + f". Split files: {bench.out}/.",
         "", "Commands:", "", *sorted({f"    {r.command}" for r in results}), "",
-        "Preparation (cached, not in the run times): "
+        "Preparation, not in the run times (near 0 s where an earlier run's cache was reused): "
         + ", ".join(f"{name} {s:.0f} s" for name, s in bench.prep_seconds.items()) + ".",
         "`blog` is a CPU stand-in for the GTZAN ViT blog recipe (224x224 images and ViT-Tiny width instead of "
         "480x480 and ViT-Base). Accuracy ± is the sample std over runs (seeds x folds).", "",
@@ -468,7 +468,7 @@ def main() -> None:
     start = time.time()
     mel_root = cached_melify(args.root, MelConfig())
     bench = Bench(args.root, mel_root, MelClips(mel_root).classes, out, args.budget_minutes * 60,
-                  resolve_device("auto"), {"melify (cached)": time.time() - start})
+                  resolve_device("auto"), {"melify": time.time() - start})
     tasks = make_tasks(bench, args.split_seed, args.folds, args.split_file)
     command = "python bench/accuracy.py " + shlex.join(sys.argv[1:])
     runners = {"vitaudio": run_vitaudio, "classical": run_classical, "cnn": run_cnn, "blog": run_blog}
