@@ -279,8 +279,20 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, n_classes))
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The clip context that vitaudio's loops pass along is not used: the CNN sees the segment alone."""
         return self.head(self.features(mel).mean(dim=(2, 3)))  # (B, C, M / 16, T / 16) -> (B, C) -> (B, n_classes)
+
+
+class WithoutContext(nn.Module):
+    """An image model called as vitaudio's loops call a ViT, (input, context) -> logits; the context is ignored."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(images)
 
 
 def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
@@ -354,18 +366,20 @@ def run_blog(bench: Bench, task: Task, seed: int, *, full_size: bool = False, ep
     start = (time.time(), budget_clock())
     seed_everything(seed)
 
-    def dataset(name: str) -> list[tuple[torch.Tensor, int]]:  # normalised to mean 0.5, std 0.5 per channel
-        return [((bench.images[k].float() / 255 - 0.5) / 0.5, label_of(bench, k)) for k in task.split[name]]
+    def dataset(name: str) -> list[tuple[tuple[torch.Tensor, torch.Tensor], int]]:  # ((image, no context), label)
+        no_context = torch.zeros(0)  # the loops pass a context along; WithoutContext drops it
+        return [(((bench.images[k].float() / 255 - 0.5) / 0.5, no_context), label_of(bench, k))  # mean/std 0.5
+                for k in task.split[name]]
 
-    def one_segment_per_clip(batch):  # -> the (segments, clip index per segment, labels) batches evaluate takes
-        images, labels = torch.utils.data.default_collate(batch)
-        return images, torch.arange(len(labels)), labels
+    def one_segment_per_clip(batch):  # -> the (segments, contexts, clip index per segment, labels) evaluate takes
+        (images, contexts), labels = torch.utils.data.default_collate(batch)
+        return images, contexts, torch.arange(len(labels)), labels
 
     loaders = {"train": DataLoader(dataset("train"), batch_size=32, shuffle=True)}
     for name in ("val", "test"):
         loaders[name] = DataLoader(dataset(name), batch_size=32, collate_fn=one_segment_per_clip)
-    model = VisionTransformer(img_size=size, patch_size=16, in_chans=3, num_classes=len(bench.classes),
-                              embed_dim=width, depth=12, num_heads=heads)
+    model = WithoutContext(VisionTransformer(img_size=size, patch_size=16, in_chans=3, num_classes=len(bench.classes),
+                                             embed_dim=width, depth=12, num_heads=heads))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=3)
     test, epochs_run = fit(bench, model, loaders, optimizer, plateau=plateau, epochs=epochs, patience=epochs)

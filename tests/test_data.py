@@ -66,10 +66,16 @@ def test_segments_cover_the_whole_clip_last_one_end_aligned():
 def test_segmented_dataset_and_collate_keep_clip_membership(mel_root):
     rule = SegmentRule(frames=48, hop_frames=48)
     dataset = Segmented(MelClips(mel_root), rule, Standardize(mean=-60.0, std=10.0))
-    segments, clip_index, labels = collate_segments([dataset[0], dataset[3]])
+    segments, contexts, clip_index, labels = collate_segments([dataset[0], dataset[3]])
     assert segments.shape == (2 + 3, 1, 32, 48)  # 50 frames -> starts [0, 2]; 130 frames -> [0, 48, 82]
     assert clip_index.tolist() == [0, 0, 1, 1, 1] and labels.tolist() == [0, 1]
     assert float(segments[0, 0, 0, 0]) == pytest.approx((-80 + 60) / 10, abs=1e-3)  # standardised
+    # every segment carries its whole clip's band stats: mean per band, then std per band, of the standardised clip
+    whole = (dataset.clips[3][0] - -60.0) / 10.0  # (1, 32, 130)
+    expected = torch.cat([whole.mean(dim=-1)[0], whole.std(dim=-1, unbiased=False)[0]])
+    assert contexts.shape == (5, 64)
+    torch.testing.assert_close(contexts[2:], expected.expand(3, -1))
+    assert not torch.equal(contexts[0], contexts[2])
 
 
 def test_spec_augment_masks_bands_and_frames_with_zero():
@@ -82,9 +88,19 @@ def test_spec_augment_masks_bands_and_frames_with_zero():
 
 def test_train_transform_crops_and_standardises():
     torch.manual_seed(0)
-    out = train_transform(64, Standardize(mean=-50.0, std=10.0))(torch.full((1, 32, 300), -40.0))
+    out, context = train_transform(64, Standardize(mean=-50.0, std=10.0))(torch.full((1, 32, 300), -40.0))
     assert out.shape == (1, 32, 64) and float(out.max()) == 1.0  # (-40 + 50) / 10
     assert set(out.unique().tolist()) <= {0.0, 1.0}  # SpecAugment masks are 0
+    torch.testing.assert_close(context, torch.cat([torch.ones(32), torch.zeros(32)]))  # unmasked, standardised
+
+
+def test_train_context_is_band_stats_of_a_stretch_of_the_clip_at_least_one_crop_long():
+    torch.manual_seed(0)
+    clip = torch.arange(300, dtype=torch.float32).expand(1, 4, 300)  # each frame's value is its index
+    transform = train_transform(50, Standardize(mean=0.0, std=1.0))
+    means = [float(transform(clip)[1][0]) for _ in range(200)]  # band 0's mean = the stretch's middle frame
+    assert min(means) >= 24.5 and max(means) <= 274.5  # a stretch of >= 50 frames inside [0, 300)
+    assert max(means) - min(means) > 100  # the stretch varies: the model learns to use partial context
 
 
 def test_mel_stats_are_mean_and_std_of_all_values(mel_root):

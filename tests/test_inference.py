@@ -12,22 +12,24 @@ from torch.utils.data import DataLoader
 
 from vitaudio.audio import AudioDecodeError, resample
 from vitaudio.checkpoint import CheckpointError, save_checkpoint
-from vitaudio.data import MelClips, SegmentRule, Segmented, Standardize, collate_segments, cut_segments
+from vitaudio.data import MelClips, SegmentRule, Segmented, Standardize, clip_context, collate_segments, cut_segments
 from vitaudio.engine import evaluate
 from vitaudio.features import PNG_DB_STEP, MelConfig, read_mel_png
 from vitaudio.inference import AudioClassifier, InputError, pipeline
 from vitaudio.melify import melify
-from vitaudio.model import ViT, ViTConfig
+from vitaudio.model import ViT, ViTConfig, band_stats
 
 SR = 22050
 CLASSES = ["high", "low", "mid"]
 SEGMENT = SegmentRule(frames=43, hop_frames=43)  # 1 s at 22,050 Hz / hop 512
 
 
-def make_checkpoint(path: Path, seed: int = 0, **overrides) -> Path:
-    """A train.py-style checkpoint of a small random ViT on the default mel features, 1 s segments."""
+def make_checkpoint(path: Path, seed: int = 0, clip_context: bool = True, **overrides) -> Path:
+    """A train.py-style checkpoint of a small random ViT (with the presets' clip-context token unless told) on the
+    default mel features, 1 s segments."""
     torch.manual_seed(seed)
-    config = ViTConfig(n_mels=MelConfig().n_mels, n_classes=len(CLASSES), dim=32, depth=2, heads=2)
+    config = ViTConfig(n_mels=MelConfig().n_mels, n_classes=len(CLASSES), dim=32, depth=2, heads=2,
+                       clip_context=clip_context)
     checkpoint = {"model": ViT(config).state_dict(), "model_config": asdict(config),
                   "mel_config": MelConfig().to_dict(), "classes": CLASSES,
                   "normalization": {"mean": -35.0, "std": 18.0}, "segment": SEGMENT.to_dict(), "epoch": 1}
@@ -131,9 +133,27 @@ def test_features_and_logits_match_melify_pngs_and_evaluation(clf, checkpoint, t
     ordered = [by_key[key] for key in clips.keys]  # the dataset's order
     assert np.abs(clf.logits(ordered) - evaluation).max() < 1e-4  # PNG rounding: <= 0.0012 dB per value
 
-    model_on_png = clf.model(cut_segments(clf.standardize(torch.from_numpy(read_mel_png(pngs[2]).copy())[None]),
-                                          clf.segment_rule)).mean(0).detach().numpy()
+    png_mel = clf.standardize(torch.from_numpy(read_mel_png(pngs[2]).copy())[None])  # (1, M, T)
+    segments = cut_segments(png_mel, clf.segment_rule)
+    context = clip_context(png_mel, clf.segment_rule).expand(len(segments), -1)
+    model_on_png = clf.model(segments, context).mean(0).detach().numpy()
     assert np.abs(clf.logits(paths[2]) - model_on_png).max() < 1e-4
+
+
+def test_every_segment_is_scored_with_the_whole_clips_context(clf):
+    clip = music(4.0, seed=3)
+    prepared = clf.prepare(clip)
+    mel = clf.standardize(torch.from_numpy(clf.mel_db(clip))[None])  # (1, M, T)
+    torch.testing.assert_close(prepared.context, band_stats(mel[None])[0])  # the whole clip, not a segment
+    contexts = prepared.context.expand(len(prepared.segments), -1)  # (S, 2M)
+    with torch.no_grad():
+        with_clip = clf.model(prepared.segments, contexts)
+        pooled = clf.model.forward_head(clf.model.forward_features(prepared.segments, contexts), pre_logits=True)
+        context_token = clf.model.forward_features(prepared.segments, contexts)[:, 0]  # (S, D), O(1) after the norm
+        own_context_token = clf.model.forward_features(prepared.segments)[:, 0]
+    assert np.abs(clf.logits(clip) - with_clip.mean(0).numpy()).max() < 1e-5
+    assert np.abs(clf.embed(clip) - pooled.mean(0).numpy()).max() < 1e-5
+    assert (context_token - own_context_token).abs().max() > 0.1  # a segment's own context is another input
 
 
 def test_clip_shorter_than_a_segment_is_padded_into_one(clf):
@@ -150,7 +170,7 @@ def test_five_minute_song_is_cut_into_segments_and_their_logits_averaged(clf):
     clip = clf.prepare(song)
     assert clip.starts == SEGMENT.starts(clip.n_frames) and len(clip.starts) == 301  # 300 + the end-aligned one
     with torch.no_grad():
-        expected = clf.model(clip.segments).mean(0).numpy()  # (S, C) -> (C,)
+        expected = clf.model(clip.segments, clip.context.expand(301, -1)).mean(0).numpy()  # (S, C) -> (C,)
     assert np.allclose(clf.logits(song, batch_size=64), expected, atol=1e-5)
 
 
@@ -162,7 +182,8 @@ def test_return_segments_gives_a_timeline_of_segment_predictions(clf):
     assert [s["start"] for s in timeline] == [0.0, 0.998, 1.997, 2.508]  # hop 43 frames; the last one ends the clip
     assert timeline[-1]["end"] == 3.5 and all(len(s["predictions"]) == 2 for s in timeline)
     with torch.no_grad():
-        segment_logits = clf.model(clf.prepare(clip_samples).segments)
+        prepared = clf.prepare(clip_samples)
+        segment_logits = clf.model(prepared.segments, prepared.context.expand(len(prepared.segments), -1))
     assert [s["predictions"][0]["label"] for s in timeline] == [CLASSES[i] for i in segment_logits.argmax(1)]
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from vitaudio.model import PRESETS, DropPath, ViT, ViTConfig, sincos_pos_embed_2d, vit_config
+from vitaudio.model import PRESETS, DropPath, ViT, ViTConfig, band_stats, sincos_pos_embed_2d, vit_config
 
 
 def tiny_config(**overrides) -> ViTConfig:
@@ -110,9 +110,9 @@ def test_three_dimensional_input_raises():
         tiny_model()(torch.randn(1, 32, 40))
 
 
-@pytest.mark.parametrize("pool", ["cls", "mean"])
-def test_every_parameter_gets_a_finite_nonzero_gradient(pool):
-    model = tiny_model(pool=pool).train()
+@pytest.mark.parametrize("pool, clip_context", [("cls", False), ("mean", False), ("cls", True), ("mean", True)])
+def test_every_parameter_gets_a_finite_nonzero_gradient(pool, clip_context):
+    model = tiny_model(pool=pool, clip_context=clip_context).train()
     loss = torch.nn.functional.cross_entropy(model(mel(4, 32, 40)), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     for name, param in model.named_parameters():
@@ -156,9 +156,11 @@ def test_drop_path_drops_whole_samples_and_rescales_kept_ones():
     assert torch.equal(drop.eval()(out), out)
 
 
-@pytest.mark.parametrize("pool, n_prefix", [("mean", 0), ("cls", 1)])
-def test_forward_attention_returns_row_stochastic_weights_per_block(pool, n_prefix):
-    model = tiny_model(pool=pool, depth=3, heads=4)
+@pytest.mark.parametrize("pool, clip_context, n_prefix", [("mean", False, 0), ("cls", False, 1), ("mean", True, 1),
+                                                          ("cls", True, 2)])
+def test_forward_attention_returns_row_stochastic_weights_per_block(pool, clip_context, n_prefix):
+    model = tiny_model(pool=pool, depth=3, heads=4, clip_context=clip_context)
+    assert model.num_prefix_tokens == n_prefix
     n_tokens = n_prefix + 4 * 5  # grid (32/8, 40/8)
     weights = model.forward_attention(mel(2, 32, 40))
     assert len(weights) == 3
@@ -176,6 +178,33 @@ def test_explicit_attention_path_gives_the_sdpa_logits(pool):
         # tokens after the final norm are O(1), so they expose differences the small logits at init would hide
         torch.testing.assert_close(tokens, model.forward_features(x), rtol=0, atol=1e-5)
         torch.testing.assert_close(model.forward_head(tokens), model(x), rtol=0, atol=1e-5)
+
+
+def test_band_stats_are_each_bands_mean_then_std_over_time():
+    x = torch.tensor([[1.0, 3.0], [0.0, 0.0]]).reshape(1, 1, 2, 2)  # band 0: 1, 3; band 1: 0, 0
+    torch.testing.assert_close(band_stats(x), torch.tensor([[2.0, 0.0, 1.0, 0.0]]))
+
+
+def test_clip_context_token_takes_the_clips_stats_and_defaults_to_the_segments_own():
+    model = tiny_model(clip_context=True)
+    segment, clip = mel(2, 32, 40), mel(2, 32, 400, seed=1)
+    with torch.no_grad():
+        own = model(segment)
+        torch.testing.assert_close(model(segment, band_stats(segment)), own, rtol=0, atol=0)
+        with_clip = model(segment, band_stats(clip))
+        tokens = model.forward_features(segment, band_stats(clip))
+    assert not torch.allclose(with_clip, own, atol=1e-4)  # the clip's context changes the segment's logits
+    assert tokens.shape == (2, 1 + 4 * 5, 32)  # the context token, then the patches
+    torch.testing.assert_close(model.forward_head(tokens), with_clip)
+
+
+def test_models_without_clip_context_ignore_it_and_a_wrong_context_shape_raises():
+    plain = tiny_model()
+    assert plain.context_proj is None
+    x = mel(2, 32, 40)
+    torch.testing.assert_close(plain(x, torch.randn(2, 64)), plain(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"expected \(batch, 2 \* n_mels\) = \(2, 64\)"):
+        tiny_model(clip_context=True)(x, torch.randn(2, 32))
 
 
 def test_pre_logits_returns_the_pooled_embedding():

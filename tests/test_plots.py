@@ -92,10 +92,10 @@ def test_pca_of_a_single_clip_is_a_point_at_the_origin():
     assert points.shape == (1, 2) and np.allclose(points, 0) and shares.shape == (2,)
 
 
-def tiny_vit(pool: str = "mean", depth: int = 2, stride: int = 8) -> ViT:
+def tiny_vit(pool: str = "mean", depth: int = 2, stride: int = 8, clip_context: bool = False) -> ViT:
     torch.manual_seed(0)
     return ViT(ViTConfig(n_mels=32, n_classes=3, dim=32, depth=depth, heads=4, patch_size=(8, 8),
-                         patch_stride=(stride, stride), pool=pool, drop_path=0.0))
+                         patch_stride=(stride, stride), pool=pool, drop_path=0.0, clip_context=clip_context))
 
 
 def test_rollout_is_a_distribution_over_the_patch_grid():
@@ -112,6 +112,17 @@ def test_rollout_of_one_block_is_the_head_mean_plus_identity_renormalised_then_a
     mixed = weights.mean(0) + torch.eye(weights.shape[-1])
     expected = (mixed / mixed.sum(-1, keepdim=True)).mean(0).reshape(4, 4)
     assert np.allclose(explain.attention_rollout(model, mel), expected.detach().numpy(), atol=1e-6)
+
+
+def test_rollout_with_a_context_token_averages_the_rows_over_the_patch_columns_only():
+    model = tiny_vit(depth=1, clip_context=True).eval()
+    mel, context = torch.randn(1, 1, 32, 32), torch.randn(64)
+    weights = model.forward_attention(mel, context[None])[0][0]  # (H, 1 + N, 1 + N)
+    mixed = weights.mean(0) + torch.eye(weights.shape[-1])
+    patches = (mixed / mixed.sum(-1, keepdim=True)).mean(0)[1:]  # the context token's column is left out
+    expected = (patches / patches.sum()).reshape(4, 4).detach().numpy()
+    assert np.allclose(explain.attention_rollout(model, mel, context), expected, atol=1e-6)
+    assert not np.allclose(explain.attention_rollout(model, mel), expected, atol=1e-6)  # its own context
 
 
 def test_rollout_with_a_class_token_reads_its_row_and_leaves_the_training_mode_alone():

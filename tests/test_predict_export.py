@@ -50,7 +50,9 @@ def test_predict_json_lists_every_file_and_reports_bad_ones(checkpoint, audio_tr
     assert "not a readable audio file" in records["broken.wav"]["error"]
     assert records["missing.wav"]["error"] == "no such file or folder"
     clf = pipeline(checkpoint, device="cpu")
-    assert records["a.wav"]["predictions"] == clf(audio_tree / "a.wav", top_k=2)
+    alone = clf(audio_tree / "a.wav", top_k=2)  # scored alone, not batched with b.flac: equal up to float rounding
+    assert [p["label"] for p in records["a.wav"]["predictions"]] == [p["label"] for p in alone]
+    assert [p["score"] for p in records["a.wav"]["predictions"]] == pytest.approx([p["score"] for p in alone], abs=1e-6)
     assert [set(p) for p in records["b.flac"]["predictions"]] == [{"label", "score"}] * 2
     assert f"skipped {audio_tree / 'broken.wav'}" in err and "classified 2 of 4 files" in err
 
@@ -105,23 +107,44 @@ def test_export_prints_parity_and_writes_the_model_and_its_sidecar(checkpoint, t
     assert sidecar["mel_config"]["n_mels"] == 128 and sidecar["normalization"]["mean"] == -35.0
     assert all(check["max_abs_logit_diff"] < 1e-4 for check in sidecar["parity"]["checks"])
 
+    assert sidecar["inputs"] == ["mel_db", "context_db"] and sidecar["context_input"]["shape"] == ["batch", 256]
+
     clf = pipeline(checkpoint, device="cpu")
-    run = (_onnx_runner(out) if fmt == "onnx" else
-           lambda mel: torch.export.load(str(out)).module()(torch.from_numpy(mel)).detach().numpy())
-    song = music(7.3)  # the sidecar's recipe: log-mel dB, cut into segments, mean of their logits
-    segments = cut_segments(torch.from_numpy(clf.mel_db(song))[None], clf.segment_rule).numpy()
-    assert np.abs(run(segments).mean(0) - clf.logits(song)).max() < 1e-4
-    whole = clf.mel_db(song)[None, None]  # (1, 1, 128, 315): one input of any length
+    run = _onnx_runner(out) if fmt == "onnx" else _export_runner(out)
+    song = music(7.3)  # the sidecar's recipe: log-mel dB, its band stats, segments, mean of their logits
+    mel_db = torch.from_numpy(clf.mel_db(song))[None]  # (1, 128, 315)
+    segments = cut_segments(mel_db, clf.segment_rule).numpy()  # (S, 1, 128, 43)
+    context_db = torch.cat([mel_db.mean(-1), mel_db.std(-1, unbiased=False)], 1).numpy()  # (1, 256)
+    assert np.abs(run(segments, context_db.repeat(len(segments), 0)).mean(0) - clf.logits(song)).max() < 1e-4
+    whole = mel_db[None].numpy()  # (1, 1, 128, 315): one input of any length
     module = export.MelClassifier(clf.model, clf.standardize).eval()
     with torch.no_grad():
-        assert np.abs(run(whole) - module(torch.from_numpy(whole)).numpy()).max() < 1e-4
+        expected = module(torch.from_numpy(whole), torch.from_numpy(context_db)).numpy()
+    assert np.abs(run(whole, context_db) - expected).max() < 1e-4
+
+
+def test_export_of_a_model_without_clip_context_takes_the_mel_alone(tmp_path, capsys):
+    checkpoint = make_checkpoint(tmp_path / "plain.pt", clip_context=False)
+    out = tmp_path / "plain.pt2"
+    assert export.main([str(checkpoint), "--format", "torch-export", "--out", str(out)]) == 0
+    sidecar = json.loads(export.sidecar_path(out).read_text())
+    assert sidecar["inputs"] == ["mel_db"] and sidecar["context_input"] is None
+    song = music(3.0)
+    clf = pipeline(checkpoint, device="cpu")
+    segments = cut_segments(torch.from_numpy(clf.mel_db(song))[None], clf.segment_rule).numpy()
+    assert np.abs(_export_runner(out)(segments).mean(0) - clf.logits(song)).max() < 1e-4
 
 
 def _onnx_runner(path: Path):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda mel: session.run(None, {"mel_db": mel})[0]
+    return lambda mel, context: session.run(None, {"mel_db": mel, "context_db": context})[0]
+
+
+def _export_runner(path: Path):
+    module = torch.export.load(str(path)).module()
+    return lambda *inputs: module(*map(torch.from_numpy, inputs)).detach().numpy()
 
 
 def test_export_of_a_file_that_is_not_a_checkpoint_fails_naming_it(tmp_path, capsys):

@@ -107,7 +107,7 @@ def test_truncated_and_foreign_checkpoints_are_named(tmp_path):
 def test_non_finite_loss_stops_training_with_a_clear_message():
     config = ViTConfig(n_mels=16, n_classes=2, dim=16, depth=1, heads=2, patch_size=(8, 8), patch_stride=(8, 8))
     model = ViT(config)
-    loader = [(torch.full((2, 1, 16, 16), float("nan")), torch.tensor([0, 1]))]
+    loader = [((torch.full((2, 1, 16, 16), float("nan")), torch.zeros(2, 32)), torch.tensor([0, 1]))]
     optimizer = torch.optim.AdamW(model.parameters())
     with pytest.raises(FloatingPointError, match="lower --lr"):
         train_one_epoch(model, loader, optimizer, device=torch.device("cpu"), progress=False)
@@ -119,13 +119,15 @@ def test_train_accuracy_under_mixup_counts_the_label_with_the_larger_share():
             super().__init__()
             self.unused = torch.nn.Parameter(torch.zeros(1))
 
-        def forward(self, mel):
+        def forward(self, mel, context):
             value = mel.mean(dim=(1, 2, 3)).unsqueeze(1)  # (B, 1)
+            torch.testing.assert_close(context.mean(dim=1, keepdim=True), value)  # mixed with the same weights
             return -(value - torch.tensor([0.0, 1.0])) ** 2 + 0 * self.unused  # (B, 2)
 
     torch.manual_seed(0)
     labels = torch.arange(64) % 2
-    loader = [(labels.float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4), labels)] * 8
+    mels, contexts = labels.float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4), labels.float().view(-1, 1).expand(-1, 8)
+    loader = [((mels, contexts), labels)] * 8
     model = NearestLabel()
     stats = train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.0), device=torch.device("cpu"),
                             mixup_alpha=0.3, progress=False)

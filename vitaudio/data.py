@@ -3,7 +3,9 @@ segments for evaluation.
 
 Every item starts as the clip's dB mel `(1, n_mels, n_frames)` (index 0 = lowest band), read through melify's
 exact inverse. Training items are random time crops of one segment; evaluation items are all the segments
-that cover the clip, and a clip's prediction is the mean of its segment logits (see `engine.evaluate`).
+that cover the clip, and a clip's prediction is the mean of its segment logits (see `engine.evaluate`). Each
+comes with its clip's context, `model.band_stats` of the standardised clip: of the whole clip for evaluation, of
+a random stretch of it (at least one segment long) for training, so that the model learns to use partial context.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.datasets import DatasetFolder
-from torchvision.transforms import Compose
 
 from .features import MelConfig, png_to_db, read_mel_png, read_png16
 from .melify import MANIFEST
+from .model import band_stats
 from .splits import clip_key
 
 
@@ -98,9 +100,31 @@ class SpecAugment:
         return mel
 
 
-def train_transform(frames: int, standardize: Standardize) -> Compose:
-    """The training augmentation: dB mel (1, M, T) -> a random crop (1, M, frames), standardised, masked."""
-    return Compose([RandomCrop(frames), standardize, SpecAugment()])
+class CropWithContext:
+    """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames), standardised and masked by SpecAugment;
+    the context (2M,): band stats of a random stretch of the standardised clip, from `frames` frames to all)."""
+
+    def __init__(self, frames: int, standardize: Standardize):
+        self.frames, self.standardize = frames, standardize
+        self.crop, self.mask = RandomCrop(frames), SpecAugment()
+
+    def __call__(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mel = self.standardize(pad_frames(mel_db, self.frames))  # (1, M, T), T >= frames
+        n_frames = mel.shape[-1]
+        length = int(torch.randint(self.frames, n_frames + 1, ()))
+        start = int(torch.randint(0, n_frames - length + 1, ()))
+        context = band_stats(mel[None, ..., start:start + length])[0]  # (1, 1, M, length) -> (2M,)
+        return self.mask(self.crop(mel)), context
+
+
+def train_transform(frames: int, standardize: Standardize) -> CropWithContext:
+    """The training augmentation: dB mel (1, M, T) -> (random crop (1, M, frames), standardised, masked; context)."""
+    return CropWithContext(frames, standardize)
+
+
+def clip_context(mel: torch.Tensor, rule: SegmentRule) -> torch.Tensor:
+    """A standardised clip (1, M, T) -> its context (2M,): band stats of the clip as its segments cover it."""
+    return band_stats(pad_frames(mel, rule.frames).unsqueeze(0))[0]  # (1, 1, M, T') -> (2M,)
 
 
 def load_mel(path: str) -> torch.Tensor:
@@ -150,7 +174,7 @@ class MelClips(DatasetFolder):
 
 
 class Segmented(torch.utils.data.Dataset):
-    """Wraps MelClips for evaluation: item i -> (segments (S, 1, M, L) standardised, class index)."""
+    """Wraps MelClips for evaluation: item i -> (segments (S, 1, M, L) standardised, context (2M,), class index)."""
 
     def __init__(self, clips: MelClips, rule: SegmentRule, standardize: Standardize):
         self.clips, self.rule, self.standardize = clips, rule, standardize
@@ -160,19 +184,22 @@ class Segmented(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         mel_db, label = self.clips[index]
-        return cut_segments(self.standardize(mel_db), self.rule), label
+        mel = self.standardize(mel_db)
+        return cut_segments(mel, self.rule), clip_context(mel, self.rule), label
 
 
 def collate_segments(batch):
-    """[(segments (S_i, 1, M, L), label)] -> (segments (sum S_i, 1, M, L), clip index per segment, labels (B,))."""
+    """[(segments (S_i, 1, M, L), context (2M,), label)] -> (segments (sum S_i, 1, M, L), each segment's context
+    (sum S_i, 2M), clip index per segment (sum S_i,), labels (B,))."""
     segments = torch.cat([item[0] for item in batch])
     clip_index = torch.cat([torch.full((len(item[0]),), i) for i, item in enumerate(batch)])
-    return segments, clip_index, torch.tensor([item[1] for item in batch])
+    contexts = torch.stack([item[1] for item in batch])[clip_index]  # (B, 2M) -> (sum S_i, 2M)
+    return segments, contexts, clip_index, torch.tensor([item[2] for item in batch])
 
 
 def segment_loader(clips: MelClips, rule: SegmentRule, standardize: Standardize, *, batch_size: int,
                    workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Evaluation batches of whole clips: (segments, clip index per segment, labels), in clip order."""
+    """Evaluation batches of whole clips: (segments, their contexts, clip index per segment, labels), in clip order."""
     return torch.utils.data.DataLoader(Segmented(clips, rule, standardize), batch_size=batch_size,
                                        num_workers=workers, pin_memory=pin_memory, collate_fn=collate_segments)
 

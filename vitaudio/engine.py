@@ -47,19 +47,22 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                     scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
                     mixup_alpha: float = 0.0, grad_clip: float | None = 1.0, epoch: int = 0,
                     progress: bool = True) -> TrainStats:
-    """One pass over `loader` of (mel (B, 1, M, L), labels (B,)) batches. `warmup` is stepped after every batch."""
+    """One pass over `loader` of ((mel (B, 1, M, L), context (B, 2M)), labels (B,)) batches. `warmup` is stepped
+    after every batch. Mixup mixes the contexts with the same weight as the mels."""
     model.train()
     total_loss, total_correct, total_seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-    for step, (mel, labels) in enumerate(bar):
-        mel, labels = mel.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    for step, ((mel, context), labels) in enumerate(bar):
+        mel, context = mel.to(device, non_blocking=True), context.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
         mix, partner = 1.0, labels
         if mixup_alpha > 0:
             mix = float(torch.distributions.Beta(mixup_alpha, mixup_alpha).sample())
             order = torch.randperm(len(labels), device=device)
             mel, partner = mix * mel + (1 - mix) * mel[order], labels[order]
+            context = mix * context + (1 - mix) * context[order]
         with autocast(device, amp):
-            logits = model(mel)  # (B, n_classes)
+            logits = model(mel, context)  # (B, n_classes)
             loss = (mix * F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
                     + (1 - mix) * F.cross_entropy(logits, partner, label_smoothing=label_smoothing))
         if not math.isfinite(loss.item()):
@@ -97,11 +100,18 @@ class EvalResult:
 
 
 @torch.no_grad()
-def clip_logits_of(model: torch.nn.Module, segments: torch.Tensor, clip_index: torch.Tensor, n_clips: int,
-                   batch_size: int = 256) -> torch.Tensor:
-    """Segments (S, 1, M, L) of `n_clips` clips -> clip logits (n_clips, n_classes): the mean of segment logits."""
-    segment_logits = torch.cat([model(chunk).float() for chunk in segments.split(batch_size)])  # (S, C)
-    sums = segment_logits.new_zeros(n_clips, segment_logits.shape[1]).index_add_(0, clip_index, segment_logits)
+def clip_logits_of(model: torch.nn.Module, segments: torch.Tensor, contexts: torch.Tensor, clip_index: torch.Tensor,
+                   n_clips: int, batch_size: int = 256) -> torch.Tensor:
+    """Segments (S, 1, M, L) of `n_clips` clips and their contexts (S, 2M) -> clip logits (n_clips, n_classes):
+    the mean of segment logits."""
+    segment_logits = torch.cat([model(chunk, context).float() for chunk, context in
+                                zip(segments.split(batch_size), contexts.split(batch_size))])  # (S, C)
+    return mean_per_clip(segment_logits, clip_index, n_clips)
+
+
+def mean_per_clip(segment_outputs: torch.Tensor, clip_index: torch.Tensor, n_clips: int) -> torch.Tensor:
+    """(S, K) outputs of the segments of `n_clips` clips -> (n_clips, K): each clip's mean."""
+    sums = segment_outputs.new_zeros(n_clips, segment_outputs.shape[1]).index_add_(0, clip_index, segment_outputs)
     counts = torch.bincount(clip_index, minlength=n_clips).clamp_min(1).unsqueeze(1)  # (n_clips, 1)
     return sums / counts
 
@@ -111,9 +121,10 @@ def evaluate(model: torch.nn.Module, loader, *, device: torch.device, amp: bool 
     """Clip-level loss and accuracy over a loader of `data.collate_segments` batches."""
     model.eval()
     all_logits, all_labels = [], []
-    for segments, clip_index, labels in loader:
+    for segments, contexts, clip_index, labels in loader:
         with autocast(device, amp):
-            logits = clip_logits_of(model, segments.to(device, non_blocking=True), clip_index.to(device), len(labels))
+            logits = clip_logits_of(model, segments.to(device, non_blocking=True), contexts.to(device),
+                                    clip_index.to(device), len(labels))
         all_logits.append(logits.cpu())
         all_labels.append(labels)
     clip_logits, labels = torch.cat(all_logits), torch.cat(all_labels)

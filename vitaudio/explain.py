@@ -3,23 +3,24 @@
 Attention rollout (Abnar & Zuidema, 2020): in every block, average the heads, add the identity (the residual
 connection) and renormalise the rows; multiply the blocks' matrices from the first to the last. Row i of the
 product says how much each input patch flows into token i at the output. With a class token the relevance of the
-patches is the class token's row; with mean pooling (no class token) the classifier sees the mean of all output
-tokens, so the relevance is the mean of the rows. The weights come from `ViT.forward_attention`, the explicit
-softmax path; the normal forward keeps `scaled_dot_product_attention`, which returns no weights.
+patches is the class token's row; with mean pooling the classifier sees the mean of all output tokens, so the
+relevance is the mean of the rows. Either way only the patch columns are kept (not the context token's). The
+weights come from `ViT.forward_attention`, the explicit softmax path; the normal forward keeps
+`scaled_dot_product_attention`, which returns no weights.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .data import cut_segments
+from .data import clip_context, cut_segments
 from .inference import AudioClassifier
 from .model import ViT, ViTConfig
 
 
-def attention_rollout(model: ViT, mel: torch.Tensor | np.ndarray) -> np.ndarray:
-    """One standardised model input (n_mels, T), (1, n_mels, T) or (1, 1, n_mels, T) -> relevance (F', T') of
-    its patches, non-negative, summing to 1."""
+def attention_rollout(model: ViT, mel: torch.Tensor | np.ndarray, context: torch.Tensor | None = None) -> np.ndarray:
+    """One standardised model input (n_mels, T), (1, n_mels, T) or (1, 1, n_mels, T), and its clip's context
+    (2 * n_mels,) or None (the input is its own clip) -> relevance (F', T') of its patches, >= 0, summing to 1."""
     mel = torch.as_tensor(mel, dtype=torch.float32)
     if mel.ndim not in (2, 3, 4) or (mel.ndim > 2 and mel.shape[0] != 1):
         raise ValueError(f"Expected one input (n_mels, T), (1, n_mels, T) or (1, 1, n_mels, T), "
@@ -30,7 +31,8 @@ def attention_rollout(model: ViT, mel: torch.Tensor | np.ndarray) -> np.ndarray:
     model.eval()  # dropout and stochastic depth off: the rollout of the model that predicts
     try:
         with torch.no_grad():
-            weights = model.forward_attention(mel.to(device))  # depth x (1, H, N, N), N = prefix + patches
+            context = None if context is None else context.reshape(1, -1).to(device)  # (2M,) -> (1, 2M)
+            weights = model.forward_attention(mel.to(device), context)  # depth x (1, H, N, N), N = prefix + patches
     finally:
         model.train(was_training)
     n_tokens = weights[0].shape[-1]
@@ -41,10 +43,10 @@ def attention_rollout(model: ViT, mel: torch.Tensor | np.ndarray) -> np.ndarray:
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
         rollout = mixed @ rollout
     prefix = model.num_prefix_tokens
-    if prefix:
+    if model.config.pool == "cls":
         relevance = rollout[0, prefix:]  # the class token's row, over the patches: (N_patches,)
     else:
-        relevance = rollout.mean(dim=0)  # mean pooling: the mean of the rows, (N_patches,)
+        relevance = rollout.mean(dim=0)[prefix:]  # mean pooling: the mean of the rows, over the patches
     relevance = relevance / relevance.sum()  # with a class token part of its row goes to itself
     grid = model.patch_embed.grid_size(mel.shape[-1])
     return relevance.reshape(grid).cpu().numpy()  # (F' * T',) -> (F', T'), row-major like the patches
@@ -71,7 +73,8 @@ def segment_rollout(clf: AudioClassifier, mel_db: np.ndarray, segment: int = 0) 
     segments_db = cut_segments(mel, clf.segment_rule)  # (S, 1, M, L), cut exactly as evaluation cuts
     if not -len(segments_db) <= segment < len(segments_db):
         raise IndexError(f"segment {segment} of a clip with {len(segments_db)} segments")
-    relevance = attention_rollout(clf.model, clf.standardize(segments_db[segment]))  # affine: cut, then standardise
+    context = clip_context(clf.standardize(mel), clf.segment_rule)  # scored as inference scores it: the whole clip's
+    relevance = attention_rollout(clf.model, clf.standardize(segments_db[segment]), context)  # cut, then standardise
     segment_db = segments_db[segment, 0].numpy()  # (1, M, L) -> (M, L)
     return segment_db, relevance_map(relevance, clf.model.config, segment_db.shape[-1])
 
@@ -83,8 +86,10 @@ def embed_mels(clf: AudioClassifier, mels: list[np.ndarray]) -> np.ndarray:
     with torch.inference_mode():
         for mel_db in mels:
             mel = torch.from_numpy(np.ascontiguousarray(mel_db, dtype=np.float32)).unsqueeze(0)  # (1, M, T)
-            segments = cut_segments(clf.standardize(mel), clf.segment_rule).to(clf.device)  # (S, 1, M, L)
-            tokens = clf.model.forward_features(segments)  # (S, N, D)
+            mel = clf.standardize(mel)
+            segments = cut_segments(mel, clf.segment_rule).to(clf.device)  # (S, 1, M, L)
+            context = clip_context(mel, clf.segment_rule).to(clf.device).expand(len(segments), -1)  # (S, 2M)
+            tokens = clf.model.forward_features(segments, context)  # (S, N, D)
             pooled = clf.model.forward_head(tokens, pre_logits=True)  # (S, D)
             embeddings.append(pooled.float().mean(dim=0).cpu().numpy())
     if not embeddings:

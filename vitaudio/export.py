@@ -1,11 +1,14 @@
 """`python -m vitaudio.export CHECKPOINT --format onnx|torch-export --out FILE`: a model for other runtimes.
 
-The exported model maps log-mel dB (B, 1, n_mels, T) -> logits (B, n_classes), any batch size and any number of
-frames T (dynamic axes); the checkpoint's standardisation is applied inside it, so it takes the dB mels that
-`vitaudio.features.log_mel` makes. `FILE.json` (the sidecar) holds the class names, mel config, normalisation
-(for reference: already inside the model) and segment rule. To score a clip as `vitaudio.inference` does:
-log_mel of the whole clip, cut it into segments of `segment.frames` frames every `segment.hop_frames` (the last
-one aligned to the clip's end, a short clip padded with its minimum), run them, average the logits.
+The exported model maps log-mel dB segments `mel_db` (B, 1, n_mels, T) -> logits (B, n_classes), any batch size
+and any number of frames T (dynamic axes); the checkpoint's standardisation is applied inside it, so it takes the
+dB mels that `vitaudio.features.log_mel` makes. A model with a clip-context token (the presets' default) takes a
+second input `context_db` (B, 2 * n_mels): per mel band, the mean over time, then the standard deviation over
+time (population), of the whole clip's dB mel (padded like a short segment), the same row for every segment of a
+clip. `FILE.json` (the sidecar) holds the class names, mel config, normalisation (for reference: already inside
+the model), segment rule and inputs. To score a clip as `vitaudio.inference` does: log_mel of the whole clip, its
+context_db, cut it into segments of `segment.frames` frames every `segment.hop_frames` (the last one aligned to
+the clip's end, a short clip padded with its minimum), run them, average the logits.
 
 `torch-export` writes a `torch.export` program (.pt2; TorchScript's successor, load with `torch.export.load`);
 `onnx` writes one self-contained ONNX file for onnxruntime and needs `pip install 'vitaudio[export]'`.
@@ -27,29 +30,36 @@ from . import __version__
 from .checkpoint import CheckpointError
 from .data import Standardize
 from .inference import AudioClassifier
-from .model import ViT
+from .model import ViT, band_stats
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
 PARITY_TOLERANCE = 1e-4  # max |logit difference| between the exported and the checkpoint's model
 
 
 class MelClassifier(nn.Module):
-    """The exported graph: log-mel dB (B, 1, n_mels, T) -> standardise -> ViT -> logits (B, n_classes)."""
+    """The exported graph: log-mel dB (B, 1, n_mels, T) [and the clip's dB band stats (B, 2 * n_mels)] ->
+    standardise -> ViT -> logits (B, n_classes)."""
 
     def __init__(self, model: ViT, standardize: Standardize):
         super().__init__()
         self.model, self.mean, self.std = model, standardize.mean, standardize.std
+        self.input_names = ["mel_db", "context_db"] if model.config.clip_context else ["mel_db"]
 
-    def forward(self, mel_db: Tensor) -> Tensor:
-        return self.model((mel_db - self.mean) / self.std)
+    def forward(self, mel_db: Tensor, context_db: Tensor | None = None) -> Tensor:
+        context = None
+        if context_db is not None:  # band stats of the standardised clip: means shift and scale, stds only scale
+            n_mels = self.model.config.n_mels
+            context = torch.cat([(context_db[:, :n_mels] - self.mean) / self.std, context_db[:, n_mels:] / self.std], 1)
+        return self.model((mel_db - self.mean) / self.std, context)
 
 
-def export_program(module: MelClassifier, example: Tensor) -> torch.export.ExportedProgram:
+def export_program(module: MelClassifier, example: tuple[Tensor, ...]) -> torch.export.ExportedProgram:
     """torch.export with dynamic batch and time axes."""
     if not hasattr(torch.export, "Dim") or not hasattr(torch.export.Dim, "DYNAMIC"):
         raise RuntimeError(f"exporting needs torch >= 2.6 (torch.export.Dim.DYNAMIC), this is {torch.__version__}")
-    dynamic = {"mel_db": {0: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
-    return torch.export.export(module, (example,), dynamic_shapes=dynamic)
+    batch, frames = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+    dynamic = {"mel_db": {0: batch, 3: frames}, "context_db": {0: batch}}
+    return torch.export.export(module, example, dynamic_shapes={name: dynamic[name] for name in module.input_names})
 
 
 def min_frames(program: torch.export.ExportedProgram) -> int:
@@ -61,24 +71,24 @@ def min_frames(program: torch.export.ExportedProgram) -> int:
     return int(program.range_constraints[frames.node.expr].lower)
 
 
-def write_onnx(program: torch.export.ExportedProgram, out: Path):
-    """Save as one ONNX file; return a runner mel (B, 1, M, T) numpy -> logits numpy through onnxruntime."""
+def write_onnx(program: torch.export.ExportedProgram, out: Path, input_names: list[str]):
+    """Save as one ONNX file; return a runner (inputs as numpy arrays) -> logits numpy through onnxruntime."""
     try:
         import onnxruntime
         import onnxscript  # noqa: F401  the dynamo exporter needs it; imported here to fail early and clearly
     except ImportError as err:
         raise RuntimeError(f"ONNX export needs the export extra: pip install 'vitaudio[export]' ({err})") from None
-    torch.onnx.export(program, f=str(out), input_names=["mel_db"], output_names=["logits"], external_data=False,
+    torch.onnx.export(program, f=str(out), input_names=input_names, output_names=["logits"], external_data=False,
                       verbose=False)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    return lambda mel_db: session.run(["logits"], {"mel_db": mel_db})[0]
+    return lambda *inputs: session.run(["logits"], dict(zip(input_names, inputs)))[0]
 
 
 def write_torch_export(program: torch.export.ExportedProgram, out: Path):
     """Save a .pt2 program; return a runner that loads it back."""
     torch.export.save(program, str(out))
     loaded = torch.export.load(str(out)).module()
-    return lambda mel_db: loaded(torch.from_numpy(mel_db)).detach().numpy()
+    return lambda *inputs: loaded(*map(torch.from_numpy, inputs)).detach().numpy()
 
 
 def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
@@ -88,20 +98,22 @@ def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
     rule, mel_config = classifier.segment_rule, classifier.mel_config
     generator = torch.Generator().manual_seed(seed)
 
-    def random_mel(batch: int, frames: int) -> Tensor:  # dB in [-top_db, 0], as log_mel makes them
-        return -mel_config.top_db * torch.rand(batch, 1, mel_config.n_mels, frames, generator=generator)
+    def random_inputs(batch: int, frames: int) -> tuple[Tensor, ...]:  # dB in [-top_db, 0], as log_mel makes them
+        mel_db = -mel_config.top_db * torch.rand(batch, 1, mel_config.n_mels, frames, generator=generator)
+        clip_db = -mel_config.top_db * torch.rand(batch, 1, mel_config.n_mels, 3 * frames, generator=generator)
+        return (mel_db, band_stats(clip_db))[:len(module.input_names)]
 
-    program = export_program(module, random_mel(2, rule.frames))
+    program = export_program(module, random_inputs(2, rule.frames))
     out.parent.mkdir(parents=True, exist_ok=True)
-    run = write_onnx(program, out) if fmt == "onnx" else write_torch_export(program, out)
+    run = (write_onnx(program, out, module.input_names) if fmt == "onnx" else write_torch_export(program, out))
 
     parity = []
     for batch, frames in ((2, rule.frames), (1, 2 * rule.frames + 13)):  # two lengths: the time axis is dynamic
-        mel_db = random_mel(batch, frames)
+        inputs = random_inputs(batch, frames)
         with torch.inference_mode():
-            expected = module(mel_db).numpy()
-        difference = float(np.abs(run(mel_db.numpy()) - expected).max())
-        parity.append({"shape": list(mel_db.shape), "max_abs_logit_diff": difference})
+            expected = module(*inputs).numpy()
+        difference = float(np.abs(run(*(x.numpy() for x in inputs)) - expected).max())
+        parity.append({"shape": list(inputs[0].shape), "max_abs_logit_diff": difference})
 
     sidecar = {
         "format": "vitaudio-export-1", "vitaudio_version": __version__, "export_format": fmt,
@@ -110,6 +122,11 @@ def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
                   "min_frames": min_frames(program),
                   "meaning": "log-mel dB from vitaudio.features.log_mel (relative to the clip's maximum, "
                              "floored at -top_db); standardisation is applied inside the model"},
+        "inputs": module.input_names,
+        "context_input": ({"name": "context_db", "shape": ["batch", 2 * mel_config.n_mels],
+                           "meaning": "per mel band of the whole clip's dB mel (padded to one segment if shorter): "
+                                      "the mean over time, then the population std over time; the same row for "
+                                      "every segment of the clip"} if len(module.input_names) > 1 else None),
         "output": {"name": "logits", "shape": ["batch", len(classifier.classes)]},
         "classes": classifier.classes, "mel_config": mel_config.to_dict(),
         "normalization": {**asdict(classifier.standardize), "applied_inside_model": True},

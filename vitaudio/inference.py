@@ -2,8 +2,9 @@
 
 Every clip takes the evaluation's path, reusing its functions: decode (`audio.load_audio`) -> log-mel dB of the
 whole clip (`features.log_mel`, the function melify made the training images with) -> standardise with the
-training statistics (`data.Standardize`) -> cut into the checkpoint's segments (`data.cut_segments`) -> segment
-logits -> their mean (`engine.clip_logits_of`). Scores are the softmax of the clip logits over all classes.
+training statistics (`data.Standardize`) -> cut into the checkpoint's segments (`data.cut_segments`), each scored
+with the whole clip's context (`data.clip_context`) -> segment logits -> their mean (`engine.mean_per_clip`).
+Scores are the softmax of the clip logits over all classes.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .audio import AudioDecodeError, load_audio, resample
 from .checkpoint import CheckpointError, load_checkpoint
-from .data import SegmentRule, Standardize, cut_segments
-from .engine import clip_logits_of, resolve_device
+from .data import SegmentRule, Standardize, clip_context, cut_segments
+from .engine import mean_per_clip, resolve_device
 from .features import MelConfig, log_mel
 from .model import ViT, ViTConfig
 
@@ -37,6 +38,7 @@ class PreparedClip:
 
     name: str  # the path, or "input <i>" for bytes, arrays and dicts
     segments: Tensor  # (S, 1, n_mels, segment frames), standardised, on the model's device
+    context: Tensor  # (2 * n_mels,): the whole clip's band stats, which every segment is scored with
     starts: list[int]  # first frame of each segment
     n_frames: int  # mel frames of the whole clip, before any padding
     duration: float  # seconds of audio
@@ -126,8 +128,8 @@ class AudioClassifier:
 
         The classifier is linear on them: clip logits = model.head.fc(clip embedding).
         """
-        def pooled(segments: Tensor) -> Tensor:  # (S, 1, M, L) -> (S, D)
-            return self.model.forward_head(self.model.forward_features(segments), pre_logits=True)
+        def pooled(segments: Tensor, contexts: Tensor) -> Tensor:  # (S, 1, M, L), (S, 2M) -> (S, D)
+            return self.model.forward_head(self.model.forward_features(segments, contexts), pre_logits=True)
 
         return self._clip_outputs(inputs, pooled, batch_size)
 
@@ -140,9 +142,10 @@ class AudioClassifier:
         """Decode one input and cut it into standardised segments (no model call)."""
         name = _name(item, index)
         samples = self._samples(item, name)
-        mel_db = self._mel_db(samples, name)  # (1, M, T)
-        return PreparedClip(name=name, segments=cut_segments(self.standardize(mel_db), self.segment_rule),
-                            starts=self.segment_rule.starts(mel_db.shape[-1]), n_frames=mel_db.shape[-1],
+        mel = self.standardize(self._mel_db(samples, name))  # (1, M, T)
+        return PreparedClip(name=name, segments=cut_segments(mel, self.segment_rule),
+                            context=clip_context(mel, self.segment_rule),
+                            starts=self.segment_rule.starts(mel.shape[-1]), n_frames=mel.shape[-1],
                             duration=len(samples) / self.sample_rate)
 
     def _samples(self, item: AudioInput, name: str) -> np.ndarray:
@@ -173,7 +176,7 @@ class AudioClassifier:
             samples = np.pad(samples, (0, self.mel_config.n_fft - len(samples)))
         return log_mel(torch.from_numpy(samples).to(self.device), self.mel_config).unsqueeze(0)  # (M, T) -> (1, M, T)
 
-    def _scored(self, inputs: Iterable[AudioInput], head: Callable[[Tensor], Tensor], batch_size: int | None,
+    def _scored(self, inputs: Iterable[AudioInput], head: Callable[[Tensor, Tensor], Tensor], batch_size: int | None,
                 skip_errors: bool) -> Iterator:
         """Yield (clip, clip output (K,), segment outputs (S, K)) per input, in order, scoring clips in batches
         of about `batch_size` segments; a failed input yields its exception when skip_errors."""
@@ -194,22 +197,22 @@ class AudioClassifier:
         yield from self._score_batch(pending, head, batch_size)
 
     @torch.inference_mode()
-    def _score_batch(self, pending: list, head: Callable[[Tensor], Tensor], batch_size: int) -> Iterator:
+    def _score_batch(self, pending: list, head: Callable[[Tensor, Tensor], Tensor], batch_size: int) -> Iterator:
         clips = [clip for clip in pending if isinstance(clip, PreparedClip)]
         if clips:
             segments = torch.cat([clip.segments for clip in clips])  # (sum S_i, 1, M, L)
             clip_index = torch.cat([torch.full((len(clip.segments),), i, device=self.device)
                                     for i, clip in enumerate(clips)])
-            segment_outputs = torch.cat([head(chunk).float() for chunk in segments.split(batch_size)])  # (sum S_i, K)
-            # engine.clip_logits_of averages exactly as evaluation does; the segment outputs are already computed
-            # (they make the timeline), so the "model" it runs is the identity.
-            clip_outputs = clip_logits_of(nn.Identity(), segment_outputs, clip_index, len(clips))  # (n_clips, K)
+            contexts = torch.stack([clip.context for clip in clips])[clip_index]  # (n_clips, 2M) -> (sum S_i, 2M)
+            segment_outputs = torch.cat([head(chunk, context).float() for chunk, context in
+                                         zip(segments.split(batch_size), contexts.split(batch_size))])  # (sum S_i, K)
+            clip_outputs = mean_per_clip(segment_outputs, clip_index, len(clips))  # (n_clips, K), as evaluation does
             per_segment = segment_outputs.cpu().split([len(clip.segments) for clip in clips])
             scored = iter(zip(clips, clip_outputs.cpu(), per_segment))
         for clip in pending:
             yield clip if isinstance(clip, Exception) else next(scored)
 
-    def _clip_outputs(self, inputs, head: Callable[[Tensor], Tensor], batch_size: int | None) -> np.ndarray:
+    def _clip_outputs(self, inputs, head: Callable[[Tensor, Tensor], Tensor], batch_size: int | None) -> np.ndarray:
         outputs = np.stack([clip_output.numpy() for _, clip_output, _ in
                             self._scored(_as_list(inputs), head, batch_size, skip_errors=False)])
         return outputs if isinstance(inputs, (list, tuple)) else outputs[0]

@@ -6,6 +6,11 @@ time-patch index, computed for the actual patch grid (F', T') of each input. Why
   scores a 30 s or 3 min clip, and a patch keeps the same embedding however long the clip around it is;
 - no parameters, so nothing to overfit on small audio datasets.
 With pool == "cls" a learnable class token, without position embedding, is prepended to the patch tokens.
+
+With clip_context, a context token is prepended too: a linear map of each mel band's mean and std over the whole
+(standardised) clip the segment comes from (`band_stats`). A segment is a few seconds; the token tells every patch
+what the clip sounds like over its whole length, which a model that averages segment logits never sees otherwise.
+Given no context, a segment is its own clip.
 """
 
 import math
@@ -31,6 +36,7 @@ class ViTConfig:
     drop_path: float = 0.1  # stochastic depth: max rate, linearly increasing from 0 (first block) to this (last)
     pool: str = "mean"  # "cls": class token, "mean": average of patch tokens
     stem_channels: tuple[int, ...] = ()  # 3x3 stride-2 conv-BN-GELU layers before the patch projection; () = none
+    clip_context: bool = False  # prepend a token made from the clip's per-band mean and std (band_stats)
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; an int means a square patch.
@@ -63,11 +69,12 @@ class ViTConfig:
 
 # Every preset has a two-layer convolutional stem: on real music it lifted held-out accuracy of mini from 0.52 to
 # 0.56 (val 0.53 -> 0.66) at the same recipe (bench/RESULTS.md); its channels grow with the width.
+# They also have the clip-context token (see the module docstring and bench/RESULTS.md for its effect).
 PRESETS: dict[str, dict] = {
-    "mini": dict(dim=128, depth=4, heads=4, stem_channels=(32, 64)),  # 0.95 M: the default; meets the CPU targets
-    "tiny": dict(dim=192, depth=12, heads=3, stem_channels=(48, 96)),  # 5.7 M parameters
-    "small": dict(dim=384, depth=12, heads=6, stem_channels=(96, 192)),  # 23 M
-    "base": dict(dim=768, depth=12, heads=12, stem_channels=(192, 384)),  # 90 M
+    "mini": dict(dim=128, depth=4, heads=4, stem_channels=(32, 64), clip_context=True),  # 0.98 M: the default
+    "tiny": dict(dim=192, depth=12, heads=3, stem_channels=(48, 96), clip_context=True),  # 5.7 M parameters
+    "small": dict(dim=384, depth=12, heads=6, stem_channels=(96, 192), clip_context=True),  # 23 M
+    "base": dict(dim=768, depth=12, heads=12, stem_channels=(192, 384), clip_context=True),  # 90 M
 }
 
 
@@ -104,6 +111,11 @@ def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], *, device: torch.device
     )  # (F', T') each
     embed = torch.cat([embed_1d(freq_index.flatten()), embed_1d(time_index.flatten())], dim=1)  # (F'*T', dim)
     return embed.to(dtype) if dtype is not None else embed
+
+
+def band_stats(mel: Tensor) -> Tensor:
+    """(B, 1, M, T) -> (B, 2M): each mel band's mean over time, then each band's std over time (the context)."""
+    return torch.cat([mel.mean(dim=-1), mel.std(dim=-1, unbiased=False)], dim=-1).flatten(1)  # (B, 1, 2M) -> (B, 2M)
 
 
 class PatchEmbedding(nn.Module):
@@ -288,7 +300,9 @@ class ViT(nn.Module):
                                           patch_stride=config.patch_stride, dim=config.dim,
                                           stem_channels=config.stem_channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim)) if config.pool == "cls" else None
-        self.num_prefix_tokens = 1 if config.pool == "cls" else 0  # tokens before the patches (timm's name)
+        self.context_proj = nn.Linear(2 * config.n_mels, config.dim) if config.clip_context else None
+        # tokens before the patches (timm's name): the class token, then the context token, each if any
+        self.num_prefix_tokens = int(config.pool == "cls") + int(config.clip_context)
         self.encoder = TransformerEncoder(dim=config.dim, depth=config.depth, heads=config.heads,
                                           mlp_ratio=config.mlp_ratio, dropout=config.dropout,
                                           attn_dropout=config.attn_dropout, drop_path=config.drop_path)
@@ -312,34 +326,44 @@ class ViT(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def _embed(self, mel_db: Tensor) -> Tensor:
-        """(B, 1, n_mels, T) -> patch tokens plus position, class token prepended if any: (B, N(+1), D)."""
+    def _embed(self, mel_db: Tensor, context: Tensor | None) -> Tensor:
+        """(B, 1, n_mels, T) -> patch tokens plus position, prefix tokens prepended if any: (B, P + N, D)."""
         tokens, grid = self.patch_embed(mel_db)
         tokens = tokens + sincos_pos_embed_2d(self.config.dim, grid, device=tokens.device, dtype=tokens.dtype)
+        if self.context_proj is not None:
+            context = band_stats(mel_db) if context is None else context  # (B, 2M)
+            if context.shape != (mel_db.shape[0], 2 * self.config.n_mels):
+                raise ValueError(f"context has shape {tuple(context.shape)}; expected (batch, 2 * n_mels) = "
+                                 f"{(mel_db.shape[0], 2 * self.config.n_mels)} (model.band_stats of the clip)")
+            context_token = self.context_proj(context.to(tokens.dtype)).unsqueeze(1)  # (B, 2M) -> (B, 1, D)
+            tokens = torch.cat([context_token, tokens], dim=1)  # (B, N, D) -> (B, 1 + N, D)
         if self.cls_token is not None:
             cls = self.cls_token.expand(tokens.shape[0], -1, -1)  # (1, 1, D) -> (B, 1, D)
             tokens = torch.cat([cls, tokens], dim=1)  # (B, N, D) -> (B, 1 + N, D)
         return tokens
 
-    def forward_features(self, mel_db: Tensor) -> Tensor:
-        """(B, 1, n_mels, T) -> tokens after the final norm (B, N(+1), D); the class token, if any, comes first."""
-        return self.norm(self.encoder(self._embed(mel_db)))
+    def forward_features(self, mel_db: Tensor, context: Tensor | None = None) -> Tensor:
+        """(B, 1, n_mels, T) and the clip context (B, 2 * n_mels) or None -> tokens after the final norm
+        (B, P + N, D), the P prefix tokens first (class token, then context token, each if the config has it)."""
+        return self.norm(self.encoder(self._embed(mel_db, context)))
 
-    def forward_features_with_attention(self, mel_db: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """forward_features via explicit attention: tokens (B, N(+1), D), depth x weights (B, H, N(+1), N(+1))."""
-        tokens, weights = self.encoder.forward_with_attention(self._embed(mel_db))
+    def forward_features_with_attention(self, mel_db: Tensor, context: Tensor | None = None
+                                        ) -> tuple[Tensor, list[Tensor]]:
+        """forward_features via explicit attention: tokens (B, P + N, D), depth x weights (B, H, P + N, P + N)."""
+        tokens, weights = self.encoder.forward_with_attention(self._embed(mel_db, context))
         return self.norm(tokens), weights
 
-    def forward_attention(self, mel_db: Tensor) -> list[Tensor]:
-        """Attention weights of every block, depth x (B, heads, N(+1), N(+1)), for attention rollout."""
-        return self.forward_features_with_attention(mel_db)[1]
+    def forward_attention(self, mel_db: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        """Attention weights of every block, depth x (B, heads, P + N, P + N), for attention rollout."""
+        return self.forward_features_with_attention(mel_db, context)[1]
 
     def forward_head(self, tokens: Tensor, *, pre_logits: bool = False) -> Tensor:
         """Tokens (B, N(+1), D) -> logits (B, n_classes), or the pooled embedding (B, D) if pre_logits."""
         return self.head(tokens, pre_logits=pre_logits)
 
-    def forward(self, mel_db: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(mel_db))
+    def forward(self, mel_db: Tensor, context: Tensor | None = None) -> Tensor:
+        """(B, 1, n_mels, T) segments, with their clips' `band_stats` (B, 2 * n_mels) or None -> (B, n_classes)."""
+        return self.forward_head(self.forward_features(mel_db, context))
 
     def num_params(self) -> int:
         """Number of parameters (all are trainable; position embeddings have none)."""
