@@ -34,7 +34,7 @@ class ViTConfig:
     dropout: float = 0.0  # after attention projection, inside the MLP, before the classifier
     attn_dropout: float = 0.0  # on attention weights
     drop_path: float = 0.1  # stochastic depth: max rate, linearly increasing from 0 (first block) to this (last)
-    pool: str = "mean"  # "cls": class token, "mean": average of patch tokens
+    pool: str = "mean"  # "cls": class token, "mean": average of all output tokens (with the context token if any)
     stem_channels: tuple[int, ...] = ()  # 3x3 stride-2 conv-BN-GELU layers before the patch projection; () = none
     clip_context: bool = False  # prepend a token made from the clip's per-band mean and std (band_stats)
 
@@ -358,7 +358,7 @@ class ViT(nn.Module):
         return self.forward_features_with_attention(mel_db, context)[1]
 
     def forward_head(self, tokens: Tensor, *, pre_logits: bool = False) -> Tensor:
-        """Tokens (B, N(+1), D) -> logits (B, n_classes), or the pooled embedding (B, D) if pre_logits."""
+        """Tokens (B, P + N, D) -> logits (B, n_classes), or the pooled embedding (B, D) if pre_logits."""
         return self.head(tokens, pre_logits=pre_logits)
 
     def forward(self, mel_db: Tensor, context: Tensor | None = None) -> Tensor:
