@@ -242,11 +242,21 @@ def test_weights_follow_vit_init_with_a_normally_initialised_head():
     assert torch.equal(model.patch_embed.proj.bias, torch.zeros(64))
 
 
-@pytest.mark.parametrize("name, expected", [("mini", 0.95e6), ("tiny", 5.7e6), ("small", 23e6), ("base", 90e6)])
+@pytest.mark.parametrize("name, expected", [("mini", 0.99e6), ("tiny", 5.7e6), ("small", 23e6), ("base", 90e6)])
 def test_preset_parameter_counts(name, expected):
     with torch.device("meta"):  # counts shapes without allocating memory
         model = ViT(vit_config(name))
     assert abs(model.num_params() - expected) / expected < 0.15
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_stem_makes_a_3_s_crop_8_by_8_tokens_from_a_2x2_projection(name):
+    config = vit_config(name, n_mels=128)
+    assert config.stem_channels == (config.dim // 4, config.dim // 2, config.dim)
+    with torch.device("meta"):
+        model = ViT(config)
+    assert model.patch_embed.proj.kernel_size == (2, 2)
+    assert model.patch_embed.grid_size(129) == (8, 8)  # 3 s at 22,050 Hz, hop 512
 
 
 def test_vit_config_applies_overrides_on_top_of_preset():
