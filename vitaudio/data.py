@@ -188,12 +188,17 @@ class Segmented(torch.utils.data.Dataset):
         return cut_segments(mel, self.rule), clip_context(mel, self.rule), label
 
 
+def stack_clips(segments: list[torch.Tensor], contexts: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clips' segments [(S_i, 1, M, L)] and contexts [(2M,)] -> one batch: segments (sum S_i, 1, M, L), each
+    segment's clip context (sum S_i, 2M) and clip index (sum S_i,), for `engine.mean_per_clip`."""
+    clip_index = torch.cat([torch.full((len(clip),), i, device=clip.device) for i, clip in enumerate(segments)])
+    return torch.cat(segments), torch.stack(contexts)[clip_index], clip_index  # contexts (B, 2M) -> (sum S_i, 2M)
+
+
 def collate_segments(batch):
-    """[(segments (S_i, 1, M, L), context (2M,), label)] -> (segments (sum S_i, 1, M, L), each segment's context
-    (sum S_i, 2M), clip index per segment (sum S_i,), labels (B,))."""
-    segments = torch.cat([item[0] for item in batch])
-    clip_index = torch.cat([torch.full((len(item[0]),), i) for i, item in enumerate(batch)])
-    contexts = torch.stack([item[1] for item in batch])[clip_index]  # (B, 2M) -> (sum S_i, 2M)
+    """[(segments (S_i, 1, M, L), context (2M,), label)] -> `stack_clips` of them and the labels (B,)."""
+    segments, contexts, clip_index = stack_clips([item[0] for item in batch], [item[1] for item in batch])
     return segments, contexts, clip_index, torch.tensor([item[2] for item in batch])
 
 

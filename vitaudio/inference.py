@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .audio import AudioDecodeError, load_audio, resample
 from .checkpoint import CheckpointError, load_checkpoint
-from .data import SegmentRule, Standardize, clip_context, cut_segments
+from .data import SegmentRule, Standardize, clip_context, cut_segments, stack_clips
 from .engine import mean_per_clip, resolve_device
 from .features import MelConfig, log_mel
 from .model import ViT, ViTConfig
@@ -200,10 +200,8 @@ class AudioClassifier:
     def _score_batch(self, pending: list, head: Callable[[Tensor, Tensor], Tensor], batch_size: int) -> Iterator:
         clips = [clip for clip in pending if isinstance(clip, PreparedClip)]
         if clips:
-            segments = torch.cat([clip.segments for clip in clips])  # (sum S_i, 1, M, L)
-            clip_index = torch.cat([torch.full((len(clip.segments),), i, device=self.device)
-                                    for i, clip in enumerate(clips)])
-            contexts = torch.stack([clip.context for clip in clips])[clip_index]  # (n_clips, 2M) -> (sum S_i, 2M)
+            segments, contexts, clip_index = stack_clips([clip.segments for clip in clips],
+                                                         [clip.context for clip in clips])  # (sum S_i, ...)
             segment_outputs = torch.cat([head(chunk, context).float() for chunk, context in
                                          zip(segments.split(batch_size), contexts.split(batch_size))])  # (sum S_i, K)
             clip_outputs = mean_per_clip(segment_outputs, clip_index, len(clips))  # (n_clips, K), as evaluation does
