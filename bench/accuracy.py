@@ -8,7 +8,8 @@
 ROOT holds audio class folders and `metadata.csv` (clip, group = source work). One split grouped by work is made
 from `--split-seed` (or `--folds K` grouped, stratified folds: test = fold k, val = fold k+1, train = the rest) and
 written once to OUT/split*.json; every contender and seed reads that file. Contenders:
-  vitaudio   `python train.py --root ROOT --split-file F --seed S`, untouched, its epochs capped by the budget
+  vitaudio   `python train.py --root ROOT --split-file F --seed S`, untouched (so 2 members, seeds S and S + 1),
+             its epochs capped by the budget, which covers all members
   classical  mean/std over time of 20 MFCCs and 128 log-mels + standardised logistic regression, C chosen on val
   cnn        4 conv3x3-BN-ReLU-maxpool blocks (32-256 channels), trained and scored exactly as our ViT is
   blog       CPU stand-in for the GTZAN ViT blog: matplotlib mel images 224x224 (not 480), ViT-Tiny width (not
@@ -52,7 +53,7 @@ from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
 from vitaudio.report import classification_report  # noqa: E402
 from vitaudio.splits import SPLITS, make_split, read_groups, read_split_file, write_split_file  # noqa: E402
-from vitaudio.train import TrainConfig, make_optimizer, seed_everything, train  # noqa: E402
+from vitaudio.train import TrainConfig, make_optimizer, member_dirs, seed_everything, train  # noqa: E402
 
 CONTENDERS = ("vitaudio", "classical", "cnn", "blog")
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
@@ -150,15 +151,15 @@ def make_tasks(bench: Bench, split_seed: int, folds: int, split_file: Path | Non
     return tasks
 
 
-def first_epoch_cost(run_dir: Path, run_one_epoch) -> float:
-    """Run train() for one epoch; return that epoch's cost on the budget clock, read when the run directory gets
-    config.json (set-up done, the epoch loop starts) and last.pt (the epoch and its checkpoints are written, the
-    test follows)."""
+def first_epoch_cost(member_dir: Path, run_one_epoch) -> float:
+    """Run train() for one epoch; return the cost of the first member's first epoch on the budget clock, read
+    when its run directory gets config.json (set-up done, the epoch loop starts) and last.pt (the epoch and its
+    checkpoints are written, its test follows)."""
     marks, finished = {}, threading.Event()
 
     def watch() -> None:
         for name in ("config.json", "last.pt"):
-            while not (run_dir / name).exists() and not finished.is_set():
+            while not (member_dir / name).exists() and not finished.is_set():
                 time.sleep(0.05)
             marks[name] = budget_clock()
 
@@ -172,31 +173,37 @@ def first_epoch_cost(run_dir: Path, run_one_epoch) -> float:
     return marks["last.pt"] - marks["config.json"]
 
 
+def member_epochs(run_dir: Path, members: int) -> list[int]:
+    """Epochs each member of the run in `run_dir` has trained."""
+    return [len((d / "metrics.jsonl").read_text().splitlines()) for d in member_dirs(run_dir, members)]
+
+
 def run_vitaudio(bench: Bench, task: Task, seed: int) -> RunResult:
     """train.py's default recipe within the budget, in three calls that continue each other exactly (`--resume`;
-    no part of the schedule depends on the epoch total): 1 epoch; then half the epochs the rest of the budget
-    allows at the first epoch's cost; then all it allows at the cost those epochs had."""
+    no part of the schedule depends on the epoch total): 1 epoch of every member; then half the epochs the rest of
+    the budget allows at the first epoch's cost for every member; then all it allows at the cost those epochs had.
+    A member that stopped early is not trained again, and leaves its share to the others' next call."""
     run_dir = bench.out / "vitaudio" / f"{task.name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     config = TrainConfig(root=str(bench.root), split_file=str(task.split_file), seed=seed, out=str(run_dir))
+    first_member = member_dirs(run_dir, config.members)[0]
     start = (time.time(), budget_clock())
-    epoch_cost = first_epoch_cost(run_dir, lambda: train(replace(config, epochs=1)))
-    overhead = budget_clock() - start[1] - epoch_cost  # set-up and test, paid again by every call
-    epochs_run = 1
+    epoch_cost = first_epoch_cost(first_member, lambda: train(replace(config, epochs=1)))
+    overhead = budget_clock() - start[1] - config.members * epoch_cost  # set-up and tests, paid by every call
+    cap = 1
     for share in (0.5, 1.0):
+        done = member_epochs(run_dir, config.members)
+        training = sum(d == cap for d in done)  # members that have not stopped early
         left = bench.budget_s - (budget_clock() - start[1]) - overhead
-        epochs = min(config.epochs, epochs_run + int(share * left / epoch_cost))
-        if epochs <= epochs_run:
+        epochs = min(config.epochs, cap + int(share * left / (max(training, 1) * epoch_cost)))
+        if epochs <= cap or not training:
             break
         call_start = budget_clock()
         train(replace(config, epochs=epochs), resume=run_dir)
-        done = len((run_dir / "metrics.jsonl").read_text().splitlines())
-        epoch_cost = (budget_clock() - call_start - overhead) / (done - epochs_run)
-        epochs_run = done
-        if done < epochs:  # early stopping ended it
-            break
+        trained = sum(member_epochs(run_dir, config.members)) - sum(done)
+        epoch_cost, cap = (budget_clock() - call_start - overhead) / max(trained, 1), epochs
     report = json.loads((run_dir / "test_report.json").read_text())
-    return result_of("vitaudio", task, seed, report, start, epochs_run)
+    return result_of("vitaudio", task, seed, report, start, max(member_epochs(run_dir, config.members)))
 
 
 def classical_features(bench: Bench, keys: list[str]) -> dict[str, np.ndarray]:

@@ -4,8 +4,9 @@
                                                            [--batch-size 32] [--checkpoint runs/x/best.pt]
 
 Writes N seeded 30 s music-like clips (melify_bench's generator; 22,050 Hz 16-bit WAV) to a temp dir and, per
-ViT preset, a checkpoint with random weights and the default features and segments (3 s, hop 3 s: a 30 s clip is
-11 segments); speed does not depend on the weights (--checkpoint times a real one instead). All timings are
+ViT preset, a checkpoint with random weights, the default features and segments (3 s, hop 3 s: a 30 s clip is
+11 segments) and train.py's default number of ensemble members ("mini:members=1" for one model); speed does not
+depend on the weights (--checkpoint times a real one instead). All timings are
 warm (model loaded, one call made first) and the best of --repeats (the machine is shared and noisy):
 - one clip: `clf(path)` end to end (decode, log-mel, segments, model, top-5);
 - a folder: one by one (`clf(path)` per clip) and batched (`clf(paths)`), in clips/s;
@@ -31,21 +32,23 @@ from vitaudio.checkpoint import save_checkpoint  # noqa: E402
 from vitaudio.data import SegmentRule  # noqa: E402
 from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.inference import AudioClassifier  # noqa: E402
-from vitaudio.model import ViT, vit_config  # noqa: E402
+from vitaudio.model import ViTEnsemble, build_model, vit_config  # noqa: E402
+from vitaudio.train import TrainConfig  # noqa: E402
 
 LATENCY_TARGET, THROUGHPUT_TARGET = 0.100, 20  # seconds for one clip; clips/s over a folder
 
 
 def random_checkpoint(path: Path, model: str, n_classes: int = 10) -> Path:
     """A train.py-style checkpoint with random weights, default features, 3 s segments. `model` is a preset
-    name, optionally with ViTConfig overrides: "tiny", "tiny:depth=6", "tiny:dim=128,heads=2"."""
+    name, optionally with ViTConfig overrides or a number of members: "tiny", "tiny:depth=6", "mini:members=1"."""
     mel_config = MelConfig()
     frames = round(3.0 * mel_config.frames_per_second)
     preset, _, overrides = model.partition(":")
-    changes = dict(item.split("=") for item in overrides.split(",") if item)
-    config = vit_config(preset, n_mels=mel_config.n_mels, n_classes=n_classes,
-                        **{key: int(value) for key, value in changes.items()})
-    save_checkpoint(path, {"model": ViT(config).state_dict(), "model_config": asdict(config),
+    changes = {key: int(value) for key, value in (item.split("=") for item in overrides.split(",") if item)}
+    members = changes.pop("members", TrainConfig.members)
+    config = vit_config(preset, n_mels=mel_config.n_mels, n_classes=n_classes, **changes)
+    save_checkpoint(path, {"model": build_model(config, members).state_dict(), "members": members,
+                           "model_config": asdict(config),
                            "mel_config": mel_config.to_dict(), "classes": [f"class{i}" for i in range(n_classes)],
                            "normalization": {"mean": -40.0, "std": 20.0},
                            "segment": SegmentRule(frames=frames, hop_frames=frames).to_dict()})
@@ -65,9 +68,10 @@ def best_time(fn, repeats: int) -> float:
 def gflops_per_clip(clf: AudioClassifier, n_segments: int, n_frames: int) -> tuple[int, float]:
     """(tokens per clip, forward GFLOPs per clip): 2 FLOPs per multiply-add of the stem convolutions, the patch
     projection, the attention and MLP matmuls ((4 + 2 * mlp_ratio) * D^2 per token and block) and the attention
-    scores (2 N D)."""
+    scores (2 N D); an ensemble costs its members' sum."""
+    members = clf.model.members if isinstance(clf.model, ViTEnsemble) else [clf.model]
     config = clf.model.config
-    grid = clf.model.patch_embed.grid_size(n_frames)
+    grid = members[0].patch_embed.grid_size(n_frames)
     tokens = grid[0] * grid[1]
     dim = config.dim
     stem_macs, (height, width), in_channels = 0, (config.n_mels, n_frames), 1
@@ -77,7 +81,7 @@ def gflops_per_clip(clf: AudioClassifier, n_segments: int, n_frames: int) -> tup
         in_channels = channels
     projection = in_channels * config.patch_size[0] * config.patch_size[1] // 4 ** len(config.stem_channels) * dim
     per_token = projection + config.depth * ((4 + 2 * config.mlp_ratio) * dim**2 + 2 * tokens * dim)
-    return tokens * n_segments, 2 * (per_token * tokens + stem_macs) * n_segments / 1e9
+    return tokens * n_segments, 2 * (per_token * tokens + stem_macs) * n_segments * len(members) / 1e9
 
 
 def bench_model(clf: AudioClassifier, paths: list[Path], repeats: int, batch_size: int) -> dict:

@@ -6,7 +6,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from vitaudio.model import PRESETS, DropPath, ViT, ViTConfig, band_stats, sincos_pos_embed_2d, vit_config
+from vitaudio.model import (PRESETS, DropPath, ViT, ViTConfig, ViTEnsemble, band_stats, build_model,
+                            sincos_pos_embed_2d, vit_config)
 
 
 def tiny_config(**overrides) -> ViTConfig:
@@ -213,6 +214,26 @@ def test_pre_logits_returns_the_pooled_embedding():
     embedding = model.forward_head(tokens, pre_logits=True)
     assert embedding.shape == (2, 32)
     torch.testing.assert_close(model.head.fc(embedding), model.forward_head(tokens))
+
+
+def test_ensemble_predicts_the_mean_of_its_members_logits_and_concatenates_their_embeddings():
+    torch.manual_seed(0)
+    ensemble = ViTEnsemble(tiny_config(clip_context=True), 3).eval()
+    x, context = mel(2, 32, 40), torch.randn(2, 64)
+    logits = ensemble(x, context)
+    torch.testing.assert_close(logits, sum(member(x, context) for member in ensemble.members) / 3)
+    torch.testing.assert_close(ensemble.forward_head(ensemble.forward_features(x, context)), logits)
+    embedding = ensemble.forward_head(ensemble.forward_features(x, context), pre_logits=True)
+    assert embedding.shape == (2, ensemble.embed_dim) == (2, 3 * 32)
+    torch.testing.assert_close(embedding[:, 32:64], ensemble.members[1].forward_head(
+        ensemble.members[1].forward_features(x, context), pre_logits=True))
+    assert not torch.allclose(ensemble.members[0](x, context), ensemble.members[1](x, context))  # own init each
+
+
+def test_build_model_gives_a_plain_vit_for_one_member_and_refuses_an_ensemble_of_one():
+    assert type(build_model(tiny_config())) is ViT and isinstance(build_model(tiny_config(), 2), ViTEnsemble)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        ViTEnsemble(tiny_config(), 1)
 
 
 def test_cls_pooling_reads_only_the_class_token():

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from vitaudio import explain, explore, plots
 from vitaudio.features import MelConfig
 from vitaudio.inference import pipeline
-from vitaudio.model import ViT, ViTConfig
+from vitaudio.model import ViT, ViTConfig, ViTEnsemble
 
 MEL = MelConfig(n_mels=32)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -105,6 +105,15 @@ def test_rollout_is_a_distribution_over_the_patch_grid():
     assert (relevance >= 0).all() and relevance.sum() == pytest.approx(1, abs=1e-5)
 
 
+def test_rollout_of_an_ensemble_is_the_mean_of_its_members_rollouts():
+    torch.manual_seed(0)
+    ensemble = ViTEnsemble(tiny_vit().config, 2)
+    mel = torch.randn(32, 44)
+    expected = np.mean([explain.attention_rollout(member, mel) for member in ensemble.members], axis=0)
+    assert np.allclose(explain.attention_rollout(ensemble, mel), expected)
+    assert not np.allclose(explain.attention_rollout(ensemble.members[0], mel), expected)
+
+
 def test_rollout_of_one_block_is_the_head_mean_plus_identity_renormalised_then_averaged_over_queries():
     model = tiny_vit(depth=1).eval()
     mel = torch.randn(1, 1, 32, 32)
@@ -163,14 +172,14 @@ def test_segment_rollout_and_embeddings_of_a_trained_run(tiny_run):
     assert np.nanmin(relevance) >= 0
     from_mels = explain.embed_mels(clf, [run.mel(clip)])
     from_audio = clf.embed([str(tiny_run.parent / "audio" / clip)])
-    assert from_mels.shape == (1, clf.model.config.dim)
+    assert from_mels.shape == (1, clf.model.embed_dim) == (1, 2 * 128)  # the default: 2 members' embeddings
     assert np.allclose(from_mels, from_audio, atol=2e-3)  # the same path, up to the PNG's 0.0024 dB steps
 
 
 def test_load_run_reads_every_run_file(tiny_run):
     run = explore.load_run(tiny_run)
     assert run.classes == ["bass", "mid", "treble"] and run.checkpoint.exists()
-    assert [m["epoch"] for m in run.metrics] == [1]
+    assert [(m["member"], m["epoch"]) for m in run.metrics] == [(0, 1), (1, 1)]
     assert len(run.predictions) == run.report["n_clips"] == 3
     assert all(len(p.top) == 3 for p in run.predictions)
     assert run.mel(run.predictions[0].clip).shape[0] == run.mel_config.n_mels

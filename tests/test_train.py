@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import write_separable_set
-from vitaudio.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vitaudio.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from vitaudio.engine import train_one_epoch
 from vitaudio.model import ViT, ViTConfig
 from vitaudio.train import TrainConfig, train
@@ -22,7 +22,8 @@ RUN_FILES = {"config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt",
 def test_train_py_end_to_end_writes_every_run_file(tmp_path):
     root = write_separable_set(tmp_path / "audio", per_class=10)
     result = subprocess.run([sys.executable, str(REPO / "train.py"), "--root", str(root), "--model", "mini",
-                             "--epochs", "2", "--segment-seconds", "1", "--out", str(tmp_path / "run")],
+                             "--epochs", "2", "--segment-seconds", "1", "--members", "1",
+                             "--out", str(tmp_path / "run")],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert RUN_FILES <= {p.name for p in (tmp_path / "run").iterdir()}
@@ -41,6 +42,37 @@ def test_train_py_end_to_end_writes_every_run_file(tmp_path):
     assert len(rows) == 3 and rows[0]["clip"].endswith(".wav") and rows[0]["label3"]
     split = json.loads((tmp_path / "run/split.json").read_text())
     assert sum(len(v) for v in split.values()) == 30 and split["train"][0].endswith(".wav")
+
+
+def test_default_run_trains_two_members_and_tests_their_ensemble(tmp_path):
+    root = write_separable_set(tmp_path / "audio", per_class=10)
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "--root", str(root), "--epochs", "2",
+                             "--segment-seconds", "1", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    assert RUN_FILES - {"last.pt"} <= {p.name for p in run_dir.iterdir()} and not (run_dir / "last.pt").exists()
+    for member, seed in ((0, 0), (1, 1)):  # each member is a whole one-model run of its own seed
+        assert RUN_FILES <= {p.name for p in (run_dir / f"member{member}").iterdir()}
+        assert json.loads((run_dir / f"member{member}/config.json").read_text())["train"]["seed"] == seed
+    members = [load_checkpoint(run_dir / f"member{k}/best.pt") for k in (0, 1)]
+    ensemble = load_checkpoint(run_dir / "best.pt")
+    assert ensemble["members"] == 2 and ensemble["member_epochs"] == [m["epoch"] for m in members]
+    for k, member in enumerate(members):
+        assert all(torch.equal(ensemble["model"][f"members.{k}.{name}"], value)
+                   for name, value in member["model"].items())
+    mel, context = torch.randn(3, 1, 128, 43), torch.randn(3, 256)
+    singles = []
+    for member in members:
+        model = ViT(ViTConfig(**member["model_config"])).eval()
+        model.load_state_dict(member["model"])
+        singles.append(model(mel, context))
+    torch.testing.assert_close(model_from_checkpoint(ensemble).eval()(mel, context), (singles[0] + singles[1]) / 2)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["member"], m["epoch"]) for m in metrics] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    report = json.loads((run_dir / "test_report.json").read_text())
+    assert report["n_clips"] == 3 and report["best_epoch"] == ensemble["member_epochs"]
+    assert result.stdout.count("test accuracy") == 3  # each member's, then the ensemble's
 
 
 def test_short_training_on_separable_data_beats_chance(tmp_path):

@@ -1,9 +1,11 @@
 """Training over time and beyond one process: resume after kill -9, torchrun DDP, fine-tuning, evaluate."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from conftest import write_separable_set
 from test_train import REPO
 from vitaudio.checkpoint import load_checkpoint, save_checkpoint
 from vitaudio.evaluate import evaluate_checkpoint
-from vitaudio.train import TrainConfig, train
+from vitaudio.model import ViT, ViTConfig, ViTEnsemble
+from vitaudio.train import TrainConfig, initial_weights, train
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -31,7 +34,7 @@ def audio_root(tmp_path_factory) -> Path:
 
 def test_kill_9_mid_training_then_resume_continues_the_metrics(audio_root, tmp_path):
     run_dir = tmp_path / "run"
-    args = ["--root", audio_root, "--model", "mini", "--segment-seconds", "0.5", "--batch-size", "4"]
+    args = ["--root", audio_root, "--model", "mini", "--segment-seconds", "0.5", "--batch-size", "4", "--members", "1"]
     proc = subprocess.Popen(train_cli(*args, "--epochs", "40", "--out", run_dir, cwd=tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 300
@@ -56,7 +59,7 @@ def test_kill_9_mid_training_then_resume_continues_the_metrics(audio_root, tmp_p
 
 def test_resume_restores_optimizer_and_rng_state(audio_root, tmp_path):
     config = TrainConfig(root=str(audio_root), model="mini", epochs=2, segment_seconds=0.5, batch_size=4,
-                         patience=100, out=str(tmp_path / "straight"))
+                         patience=100, members=1, out=str(tmp_path / "straight"))
     straight = train(config)
     config.out, config.epochs = str(tmp_path / "split"), 1
     interrupted = train(config)
@@ -67,15 +70,31 @@ def test_resume_restores_optimizer_and_rng_state(audio_root, tmp_path):
     assert read_metrics(straight)[-1]["train_loss"] == pytest.approx(read_metrics(interrupted)[-1]["train_loss"])
 
 
+def test_interrupted_ensemble_resumes_to_the_same_members(audio_root, tmp_path):
+    config = TrainConfig(root=str(audio_root), epochs=2, segment_seconds=0.5, batch_size=4, patience=100,
+                         out=str(tmp_path / "straight"))
+    straight = train(config)
+    interrupted = train(replace(config, epochs=1, out=str(tmp_path / "split")))
+    shutil.rmtree(interrupted / "member1")  # as if killed before member 1's first epoch ended
+    (interrupted / "member1").mkdir()
+    result = subprocess.run(train_cli("--resume", interrupted, "--epochs", "2", cwd=tmp_path),
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming at epoch 2" in result.stdout  # member 0 continues, member 1 starts afresh
+    a, b = (load_checkpoint(d / "best.pt") for d in (straight, interrupted))
+    assert a["members"] == b["members"] == 2 and a["member_epochs"] == b["member_epochs"]
+    assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5) for k in a["model"])
+
+
 def test_run_whose_lr_plateau_watched_accuracy_is_refused_on_resume(audio_root, tmp_path):
     run_dir = train(TrainConfig(root=str(audio_root), model="mini", epochs=1, segment_seconds=0.5, batch_size=4,
-                                out=str(tmp_path / "old")))
+                                members=1, out=str(tmp_path / "old")))
     last = load_checkpoint(run_dir / "last.pt")
     last["scheduler"]["mode"] = "max"  # what runs before the switch to val loss saved
     save_checkpoint(run_dir / "last.pt", last)
     with pytest.raises(SystemExit, match="older vitaudio.*--init-from"):
         train(TrainConfig(root=str(audio_root), model="mini", epochs=2, segment_seconds=0.5, batch_size=4,
-                          out=str(run_dir)), resume=run_dir)
+                          members=1, out=str(run_dir)), resume=run_dir)
 
 
 def test_torchrun_two_cpu_processes_train_and_rank_0_writes_one_checkpoint(audio_root, tmp_path):
@@ -86,9 +105,10 @@ def test_torchrun_two_cpu_processes_train_and_rank_0_writes_one_checkpoint(audio
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0/2 done" in result.stderr and "rank 1/2 done" in result.stderr
-    assert "x 2 processes" in result.stdout and result.stdout.count("test accuracy") == 1
-    assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["best.pt", "last.pt"]
-    assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+    assert "x 2 processes" in result.stdout and result.stdout.count("test accuracy") == 3  # 2 members, ensemble
+    assert sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("*.pt")) == [
+        "best.pt", "member0/best.pt", "member0/last.pt", "member1/best.pt", "member1/last.pt"]
+    assert [(m["member"], m["epoch"]) for m in read_metrics(tmp_path / "run")] == [(0, 1), (0, 2), (1, 1), (1, 2)]
 
 
 def test_init_from_fine_tunes_on_a_new_label_set(audio_root, tmp_path):
@@ -101,9 +121,19 @@ def test_init_from_fine_tunes_on_a_new_label_set(audio_root, tmp_path):
         (new_root / extra).rmdir()
     tuned = train(TrainConfig(root=str(new_root), epochs=1, segment_seconds=0.5, init_from=str(source / "best.pt"),
                               out=str(tmp_path / "tuned")))
-    old, new = (torch.load(d / "last.pt", weights_only=True) for d in (source, tuned))
-    assert new["classes"] == ["bass", "mid"] and new["model"]["head.fc.weight"].shape[0] == 2
+    old, new = (torch.load(d / "best.pt", weights_only=True) for d in (source, tuned))
+    assert new["classes"] == ["bass", "mid"] and new["model"]["members.1.head.fc.weight"].shape[0] == 2
     assert new["model_config"]["dim"] == old["model_config"]["dim"]  # the architecture comes from the checkpoint
+
+
+def test_fine_tuned_ensemble_member_starts_from_the_same_member_of_the_source():
+    config = ViTConfig(n_mels=16, n_classes=3, dim=16, depth=1, heads=2, patch_size=(8, 8), patch_stride=(8, 8))
+    source = {"model": ViTEnsemble(config, 2).state_dict(), "members": 2, "classes": ["a", "b", "c"]}
+    for member in (0, 1, 2):  # a third member wraps around to the source's first
+        model = ViT(config)
+        initial_weights(model, source, "source.pt", ["a", "b", "c"], member)
+        assert all(torch.equal(value, source["model"][f"members.{member % 2}.{name}"])
+                   for name, value in model.state_dict().items())
 
 
 def test_evaluate_command_scores_a_root_and_writes_reports(audio_root, tmp_path):

@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)`
 reads it: `model` (state dict), `model_config`, `mel_config`, `classes`, `normalization` {mean, std},
-`segment` {frames, hop_frames}, plus training state (`epoch`, `optimizer`, `scheduler`, `train_config`, ...).
+`segment` {frames, hop_frames}, `members` (the ensemble's size; absent = 1, a single ViT), plus training state
+(`epoch`, `optimizer`, `scheduler`, `train_config`, ...).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pickle
 from pathlib import Path
 
 import torch
+
+from .model import ViT, ViTConfig, ViTEnsemble, build_model
 
 FORMAT = "vitaudio-checkpoint-1"
 REQUIRED_KEYS = ("model", "model_config", "mel_config", "classes", "normalization", "segment")
@@ -49,3 +52,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if missing:
         raise CheckpointError(f"{path}: vitaudio checkpoint lacks {', '.join(missing)}")
     return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict) -> ViT | ViTEnsemble:
+    """The checkpoint's model with its weights: one ViT, or an ensemble of "members" ViTs."""
+    model = build_model(ViTConfig(**checkpoint["model_config"]), int(checkpoint.get("members", 1)))
+    model.load_state_dict(checkpoint["model"])
+    return model

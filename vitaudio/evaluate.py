@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import MelClips, SegmentRule, Standardize, segment_loader, source_paths
 from .engine import EvalResult, evaluate, resolve_device
 from .features import MelConfig
 from .melify import LayoutError, cached_melify
-from .model import ViT, ViTConfig
 from .plots import plot_confusion_matrix
 from .report import classification_report, write_predictions
 from .splits import SPLITS, read_split_file
@@ -50,8 +49,7 @@ def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path |
         raise LayoutError(f"no clips to score in {mel_root}" + (f" for the {split} split of {split_file}"
                                                                 if split_file else ""))
     torch_device = resolve_device(device)
-    model = ViT(ViTConfig(**checkpoint["model_config"])).to(torch_device)
-    model.load_state_dict(checkpoint["model"])
+    model = model_from_checkpoint(checkpoint).to(torch_device)
     loader = segment_loader(clips, SegmentRule(**checkpoint["segment"]), Standardize(**checkpoint["normalization"]),
                             batch_size=batch_size)
     result = evaluate(model, loader, device=torch_device)

@@ -15,12 +15,16 @@ import torch
 
 from .data import clip_context, cut_segments
 from .inference import AudioClassifier
-from .model import ViT, ViTConfig
+from .model import ViT, ViTConfig, ViTEnsemble
 
 
-def attention_rollout(model: ViT, mel: torch.Tensor | np.ndarray, context: torch.Tensor | None = None) -> np.ndarray:
+def attention_rollout(model: ViT | ViTEnsemble, mel: torch.Tensor | np.ndarray,
+                      context: torch.Tensor | None = None) -> np.ndarray:
     """One standardised model input (n_mels, T), (1, n_mels, T) or (1, 1, n_mels, T), and its clip's context
-    (2 * n_mels,) or None (the input is its own clip) -> relevance (F', T') of its patches, >= 0, summing to 1."""
+    (2 * n_mels,) or None (the input is its own clip) -> relevance (F', T') of its patches, >= 0, summing to 1.
+    An ensemble's relevance is the mean of its members'."""
+    if isinstance(model, ViTEnsemble):
+        return np.mean([attention_rollout(member, mel, context) for member in model.members], axis=0)
     mel = torch.as_tensor(mel, dtype=torch.float32)
     if mel.ndim not in (2, 3, 4) or (mel.ndim > 2 and mel.shape[0] != 1):
         raise ValueError(f"Expected one input (n_mels, T), (1, n_mels, T) or (1, 1, n_mels, T), "
@@ -93,5 +97,5 @@ def embed_mels(clf: AudioClassifier, mels: list[np.ndarray]) -> np.ndarray:
             pooled = clf.model.forward_head(tokens, pre_logits=True)  # (S, D)
             embeddings.append(pooled.float().mean(dim=0).cpu().numpy())
     if not embeddings:
-        return np.zeros((0, clf.model.config.dim), np.float32)
+        return np.zeros((0, clf.model.embed_dim), np.float32)
     return np.stack(embeddings)

@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 
 from .audio import AudioDecodeError, load_audio, resample
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import SegmentRule, Standardize, clip_context, cut_segments, stack_clips
 from .engine import mean_per_clip, resolve_device
 from .features import MelConfig, log_mel
-from .model import ViT, ViTConfig
+from .model import ViT, ViTEnsemble
 
 # What one input may be: a path, the bytes of a file, 1-D samples at the model's rate, {"sampling_rate", "array"}.
 AudioInput = str | Path | bytes | np.ndarray | dict
@@ -45,9 +45,11 @@ class PreparedClip:
 
 
 class AudioClassifier:
-    """A ViT with everything its checkpoint says about features, normalisation, segments and class names."""
+    """A ViT (or an ensemble of them) with everything its checkpoint says about features, normalisation, segments
+    and class names."""
 
-    def __init__(self, model: ViT, *, classes: list[str], mel_config: MelConfig, standardize: Standardize,
+    def __init__(self, model: ViT | ViTEnsemble, *, classes: list[str], mel_config: MelConfig,
+                 standardize: Standardize,
                  segment_rule: SegmentRule, device: torch.device | str = "cpu", batch_size: int = 32):
         if len(classes) != model.config.n_classes:
             raise ValueError(f"{len(classes)} class names for a model with {model.config.n_classes} outputs")
@@ -69,8 +71,7 @@ class AudioClassifier:
                                   f"features were made; retrain with the current train.py")
         try:
             mel_config = MelConfig(**checkpoint["mel_config"])
-            model = ViT(ViTConfig(**checkpoint["model_config"]))
-            model.load_state_dict(checkpoint["model"])
+            model = model_from_checkpoint(checkpoint)
             normalization, segment = checkpoint["normalization"], checkpoint["segment"]
             standardize = Standardize(mean=float(normalization["mean"]), std=float(normalization["std"]))
             segment_rule = SegmentRule(frames=int(segment["frames"]), hop_frames=int(segment["hop_frames"]))
@@ -88,8 +89,10 @@ class AudioClassifier:
         return self.mel_config.sample_rate
 
     def __repr__(self) -> str:
-        return (f"AudioClassifier({len(self.classes)} classes, {self.model.num_params() / 1e6:.2f} M parameters, "
-                f"{self.segment_rule.frames / self.mel_config.frames_per_second:.2f} s segments, {self.device})")
+        members = f" in {len(self.model.members)} members" if isinstance(self.model, ViTEnsemble) else ""
+        return (f"AudioClassifier({len(self.classes)} classes, {self.model.num_params() / 1e6:.2f} M parameters"
+                f"{members}, {self.segment_rule.frames / self.mel_config.frames_per_second:.2f} s segments, "
+                f"{self.device})")
 
     def __call__(self, inputs: AudioInput | list[AudioInput], top_k: int | None = 5, *, batch_size: int | None = None,
                  return_segments: bool = False):
@@ -124,9 +127,10 @@ class AudioClassifier:
         return self._clip_outputs(inputs, self.model, batch_size)
 
     def embed(self, inputs: AudioInput | list[AudioInput], *, batch_size: int | None = None) -> np.ndarray:
-        """Clip embeddings, the mean of the segments' pooled `forward_features`: (dim,) or (N, dim).
+        """Clip embeddings, the mean of the segments' pooled `forward_features`: (D,) or (N, D), D =
+        `model.embed_dim` (an ensemble's members' embeddings side by side).
 
-        The classifier is linear on them: clip logits = model.head.fc(clip embedding).
+        A single ViT's classifier is linear on them: clip logits = model.head.fc(clip embedding).
         """
         def pooled(segments: Tensor, contexts: Tensor) -> Tensor:  # (S, 1, M, L), (S, 2M) -> (S, D)
             return self.model.forward_head(self.model.forward_features(segments, contexts), pre_logits=True)

@@ -364,6 +364,11 @@ class ViT(nn.Module):
         """Tokens (B, P + N, D) -> logits (B, n_classes), or the pooled embedding (B, D) if pre_logits."""
         return self.head(tokens, pre_logits=pre_logits)
 
+    @property
+    def embed_dim(self) -> int:
+        """Width of the pooled embedding `forward_head(..., pre_logits=True)`."""
+        return self.config.dim
+
     def forward(self, mel_db: Tensor, context: Tensor | None = None) -> Tensor:
         """(B, 1, n_mels, T) segments, with their clips' `band_stats` (B, 2 * n_mels) or None -> (B, n_classes)."""
         return self.forward_head(self.forward_features(mel_db, context))
@@ -371,3 +376,45 @@ class ViT(nn.Module):
     def num_params(self) -> int:
         """Number of parameters (all are trainable; position embeddings have none)."""
         return sum(p.numel() for p in self.parameters())
+
+
+class ViTEnsemble(nn.Module):
+    """ViTs of one config trained apart (from other seeds): the same inputs as a ViT -> the mean of their logits.
+
+    Members overfit a small training set in different ways, so their mean is a better model than any one of them
+    (bench/RESULTS.md). `forward_features` sets the members' tokens side by side, (B, P + N, K * D), so the
+    pooled embedding is the members' embeddings concatenated.
+    """
+
+    def __init__(self, config: ViTConfig, n_members: int):
+        super().__init__()
+        if n_members < 2:
+            raise ValueError(f"An ensemble needs at least 2 members, got {n_members}; use ViT for one.")
+        self.config = config
+        self.members = nn.ModuleList(ViT(config) for _ in range(n_members))
+
+    def forward_features(self, mel_db: Tensor, context: Tensor | None = None) -> Tensor:
+        """(B, 1, n_mels, T), (B, 2 * n_mels) or None -> the members' tokens side by side (B, P + N, K * D)."""
+        return torch.cat([member.forward_features(mel_db, context) for member in self.members], dim=-1)
+
+    def forward_head(self, tokens: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """Tokens (B, P + N, K * D) -> mean logits (B, n_classes), or the K pooled embeddings (B, K * D)."""
+        member_tokens = tokens.chunk(len(self.members), dim=-1)  # (B, P + N, K * D) -> K x (B, P + N, D)
+        outputs = [member.forward_head(t, pre_logits=pre_logits) for member, t in zip(self.members, member_tokens)]
+        return torch.cat(outputs, dim=-1) if pre_logits else torch.stack(outputs).mean(dim=0)  # K x (B, C) -> (B, C)
+
+    def forward(self, mel_db: Tensor, context: Tensor | None = None) -> Tensor:
+        """(B, 1, n_mels, T) segments, their clips' contexts (B, 2 * n_mels) or None -> mean logits (B, n_classes)."""
+        return torch.stack([member(mel_db, context) for member in self.members]).mean(dim=0)  # K x (B, C) -> (B, C)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.dim * len(self.members)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(config: ViTConfig, members: int = 1) -> ViT | ViTEnsemble:
+    """One ViT, or an ensemble of `members` ViTs of this config (what a checkpoint's "members" says)."""
+    return ViT(config) if members == 1 else ViTEnsemble(config, members)

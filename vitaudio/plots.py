@@ -22,13 +22,16 @@ FREQ_TICKS_HZ = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
 
 def plot_curves(metrics: list[dict], path: Path | None = None) -> Figure:
-    """Loss and accuracy per epoch (train and validation) from the records of metrics.jsonl."""
-    epochs = [m["epoch"] for m in metrics]
+    """Loss and accuracy per epoch (train and validation) from the records of metrics.jsonl; an ensemble's records
+    carry a "member" field, and each member gets its own lines."""
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for split in ("train", "val"):
-        ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], marker=".", label=split)
-        ax_acc.plot(epochs, [m[f"{split}_acc"] for m in metrics], marker=".", label=split)
+    for member in dict.fromkeys(m.get("member") for m in metrics):  # None for a one-model run
+        records = [m for m in metrics if m.get("member") == member]
+        epochs, suffix = [m["epoch"] for m in records], "" if member is None else f", member {member}"
+        for split in ("train", "val"):
+            ax_loss.plot(epochs, [m[f"{split}_loss"] for m in records], marker=".", label=split + suffix)
+            ax_acc.plot(epochs, [m[f"{split}_acc"] for m in records], marker=".", label=split + suffix)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (val: clip level)", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):

@@ -4,6 +4,9 @@ ROOT holds audio class folders (melify runs first into `ROOT.mel-<hash>/` next t
 melify output. Without ROOT the built-in synthetic demo set is made in data/demo and used. The run directory
 gets config.json, split.json, metrics.jsonl, best.pt, last.pt, and after training the test split's
 test_report.json, test_predictions.csv, confusion_matrix.png and curves.png, scored once with best.pt.
+With `--members K` (the default: 2) K such runs, seeds SEED, SEED + 1, ..., are made one after another in
+member0/, member1/, ... of the run directory, which then gets the ensemble's best.pt (the members' best weights)
+and its test outputs.
 
 `--resume DIR` continues an interrupted run; `--init-from CKPT` fine-tunes a trained model on new classes;
 `torchrun --nproc_per_node=N train.py ...` trains with DistributedDataParallel (--batch-size is per process).
@@ -14,9 +17,10 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +36,12 @@ from .engine import evaluate, resolve_device, train_one_epoch
 from .evaluate import write_test_outputs
 from .features import MelConfig
 from .melify import cached_melify
-from .model import PRESETS, ViT, ViTConfig, vit_config
+from .model import PRESETS, ViT, ViTConfig, ViTEnsemble, vit_config
 from .plots import plot_curves
 from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
 
 DEMO_ROOT = Path("data/demo")
+CHECKPOINT_RUN_KEYS = ("model_config", "mel_config", "classes", "normalization", "segment")  # what scoring needs
 
 
 @dataclass
@@ -66,6 +71,7 @@ class TrainConfig:
     split_file: str | None = None  # JSON {"train": [...], ...} or CSV clip,split
     groups: str | None = None  # CSV clip,group; None = ROOT/metadata.csv when it has those columns
     init_from: str | None = None  # checkpoint to fine-tune from (head re-initialised when classes differ)
+    members: int = 2  # models trained one after another, seeds seed, seed + 1, ...; they predict by their mean logits
 
 
 def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[str, list[str]]:
@@ -121,10 +127,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def initial_weights(model: ViT, checkpoint_path: str, classes: list[str]) -> None:
-    """Fine-tuning: load a trained model's weights, keeping this model's new head when the classes differ."""
-    source = load_checkpoint(Path(checkpoint_path))
+def initial_weights(model: ViT, source: dict, checkpoint_path: str, classes: list[str], member: int = 0) -> None:
+    """Fine-tuning: load a trained model's weights, keeping this model's new head when the classes differ. From an
+    ensemble, ensemble member k starts from the source's member k (modulo its size)."""
     weights = source["model"]
+    n_source = int(source.get("members", 1))
+    if n_source > 1:
+        prefix = f"members.{member % n_source}."
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     if source["classes"] != classes:
         weights = {k: v for k, v in weights.items() if not k.startswith("head.fc.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -137,10 +147,13 @@ def initial_weights(model: ViT, checkpoint_path: str, classes: list[str]) -> Non
 
 def train(config: TrainConfig, resume: Path | None = None) -> Path:
     """Run one training as `config` says (or continue the run in `resume`); return the run directory."""
+    if config.members < 1:
+        raise SystemExit(f"--members {config.members}: must be at least 1")
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     ctx = init_distributed(device)
     try:
-        run_dir = _train(config, resume, device, ctx)
+        run_dir = (_train(config, resume, device, ctx) if config.members == 1
+                   else _train_ensemble(config, resume, device, ctx))
         if ctx.enabled:
             print(f"rank {ctx.rank}/{ctx.world_size} done", file=sys.stderr)
         return run_dir
@@ -148,9 +161,63 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
         shutdown(ctx)
 
 
-def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext) -> Path:
+def _train_ensemble(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext) -> Path:
+    """Train the members one after another, each a whole one-model run in its own folder (a finished one is not
+    trained again on resume), then save their ensemble as best.pt and test it once."""
+    if ctx.is_main:
+        run_dir = resume or make_run_dir(config.out)
+        if not resume:  # what --resume reads; completed with the model, mel and data sections at the end
+            (run_dir / "config.json").write_text(json.dumps({"train": asdict(config)}, indent=1))
+    run_dir = broadcast(run_dir if ctx.is_main else None, ctx)
+    for member, member_dir in enumerate(member_dirs(run_dir, config.members)):
+        member_config = replace(config, members=1, seed=config.seed + member, out=str(member_dir))
+        started = (member_dir / "last.pt").exists()
+        if ctx.is_main and not started:
+            shutil.rmtree(member_dir, ignore_errors=True)  # interrupted before its first epoch: nothing to keep
+        barrier(ctx)
+        if ctx.is_main:
+            print(f"member {member + 1} of {config.members} (seed {member_config.seed}) in {member_dir}")
+        _train(member_config, member_dir if started else None, device, ctx, member=member)
+    if ctx.is_main:
+        saved = combine_members(run_dir, config)
+        mel_root, split = Path(saved["mel_root"]), read_split_file(run_dir / "split.json")
+        test_loader = segment_loader(MelClips(mel_root, split["test"]), SegmentRule(**saved["segment"]),
+                                     Standardize(**saved["normalization"]), batch_size=max(1, config.batch_size // 4))
+        test_best(ViTEnsemble(ViTConfig(**saved["model"]), config.members).to(device), run_dir, mel_root,
+                  saved["classes"], device=device, amp=amp_enabled(config, device), loader=test_loader)
+    barrier(ctx)
+    return run_dir
+
+
+def member_dirs(run_dir: Path, members: int) -> list[Path]:
+    """Where each member's own run is: the run directory itself for one model, else member0/, member1/, ..."""
+    return [run_dir] if members == 1 else [run_dir / f"member{member}" for member in range(members)]
+
+
+def combine_members(run_dir: Path, config: TrainConfig) -> dict:
+    """Write the ensemble's config.json, split.json, metrics.jsonl (every member's epochs) and best.pt (every
+    member's best weights) from its trained members; return the config."""
+    dirs = member_dirs(run_dir, config.members)
+    saved = {**json.loads((dirs[0] / "config.json").read_text()), "train": asdict(config)}
+    (run_dir / "config.json").write_text(json.dumps(saved, indent=1))
+    shutil.copyfile(dirs[0] / "split.json", run_dir / "split.json")
+    records = [{"member": member, **json.loads(line)} for member, member_dir in enumerate(dirs)
+               for line in (member_dir / "metrics.jsonl").read_text().splitlines()]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    bests = [load_checkpoint(member_dir / "best.pt") for member_dir in dirs]
+    weights = {f"members.{member}.{name}": value for member, best in enumerate(bests)
+               for name, value in best["model"].items()}  # ViTEnsemble's state dict
+    save_checkpoint(run_dir / "best.pt", {**{key: bests[0][key] for key in CHECKPOINT_RUN_KEYS},
+                                          "train_config": asdict(config), "members": config.members,
+                                          "model": weights, "member_epochs": [best["epoch"] for best in bests]})
+    return saved
+
+
+def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext,
+           member: int = 0) -> Path:
+    """One model's run; `member` picks which member of an ensemble checkpoint --init-from starts it from."""
     seed_everything(config.seed)
-    amp = device.type == "cuda" if config.amp is None else config.amp
+    amp = amp_enabled(config, device)
     workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1)
                                                                  if device.type == "cuda" else 0)
     source = load_checkpoint(Path(config.init_from)) if config.init_from else None
@@ -203,7 +270,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
 
     model = ViT(model_config).to(device)
     if source and not resume:
-        initial_weights(model, config.init_from, classes)
+        initial_weights(model, source, config.init_from, classes, member)
     optimizer, warmup, plateau = make_optimizer(model, config, steps_per_epoch=len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if amp and pin and not torch.cuda.is_bf16_supported() else None
     start_epoch, best_loss, best_epoch = 1, float("inf"), 0  # the best epoch has the lowest val clip loss
@@ -231,6 +298,8 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
               + (f"; resuming at epoch {start_epoch}" if resume else ""))
     checkpoint_base = {"model_config": asdict(model_config), "mel_config": mel_config.to_dict(), "classes": classes,
                        "normalization": asdict(standardize), "segment": rule.to_dict(), "train_config": asdict(config)}
+    if resume and start_epoch - 1 - best_epoch >= config.patience:
+        start_epoch = config.epochs + 1  # it had stopped early: not one more epoch, only the test again
 
     for epoch in range(start_epoch, config.epochs + 1):
         start = time.time()
@@ -275,6 +344,11 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
     return run_dir
 
 
+def amp_enabled(config: TrainConfig, device: torch.device) -> bool:
+    """--amp as given; by default on for CUDA."""
+    return device.type == "cuda" if config.amp is None else config.amp
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epoch: int):
     """AdamW, its per-step linear warm-up from lr / 100, and ReduceLROnPlateau on val clip loss after it."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -294,20 +368,20 @@ def rewind_metrics(path: Path, last_record: dict) -> None:
     os.replace(tmp_path, path)
 
 
-def test_best(model: ViT, run_dir: Path, mel_root: Path, classes: list[str], *, device: torch.device, amp: bool,
-              loader: DataLoader) -> dict:
+def test_best(model: ViT | ViTEnsemble, run_dir: Path, mel_root: Path, classes: list[str], *,
+              device: torch.device, amp: bool, loader: DataLoader) -> dict:
     """Score the test split once with best.pt and write the test report, predictions and pictures."""
     best = load_checkpoint(run_dir / "best.pt", map_location=device)
     model.load_state_dict(best["model"])
     result = evaluate(model, loader, device=device, amp=amp)
     paths = source_paths(mel_root)
     report = write_test_outputs(run_dir, result, [paths.get(k, k) for k in loader.dataset.clips.keys], classes)
-    report["best_epoch"] = best["epoch"]
+    report["best_epoch"] = best["epoch"] if "epoch" in best else best["member_epochs"]  # an ensemble: one per member
     (run_dir / "test_report.json").write_text(json.dumps(report, indent=1))
     plot_curves([json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()],
                 run_dir / "curves.png")
     print(f"test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} "
-          f"clips, best epoch {best['epoch']}; run saved in {run_dir}")
+          f"clips, best epoch {report['best_epoch']}; run saved in {run_dir}")
     return report
 
 
@@ -324,7 +398,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
     parser.add_argument("--root", help="audio class folders or melify output (default: the demo set)")
     parser.add_argument("--model", choices=sorted(PRESETS), default=defaults.model)
     parser.add_argument("--epochs", type=int, help=f"total epochs (default {defaults.epochs}; a resumed run's own)")
-    for name in ("batch_size", "lr", "segment_seconds", "mixup", "patience", "seed", "split_seed"):
+    for name in ("batch_size", "lr", "segment_seconds", "mixup", "patience", "seed", "split_seed", "members"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
                             default=getattr(defaults, name))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
@@ -339,10 +413,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
     args = vars(parser.parse_args(argv))
     resume = args.pop("resume")
     if resume:
-        if not (resume / "last.pt").exists():
+        has_last = (resume / "last.pt").exists() or any(resume.glob("member*/last.pt"))  # one model, an ensemble
+        if not (resume / "config.json").exists() or not has_last:
             parser.error(f"{resume} has no last.pt to resume from")
         saved = json.loads((resume / "config.json").read_text())["train"]
-        return TrainConfig(**{**saved, "epochs": args["epochs"] or saved["epochs"]}), resume
+        # runs from before --members had one model
+        return TrainConfig(**{"members": 1, **saved, "epochs": args["epochs"] or saved["epochs"]}), resume
     args["epochs"] = args["epochs"] or defaults.epochs
     return TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig) if f.name in args}), None
 
