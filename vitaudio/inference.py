@@ -49,8 +49,8 @@ class AudioClassifier:
     and class names."""
 
     def __init__(self, model: ViT | ViTEnsemble, *, classes: list[str], mel_config: MelConfig,
-                 standardize: Standardize,
-                 segment_rule: SegmentRule, device: torch.device | str = "cpu", batch_size: int = 32):
+                 standardize: Standardize, segment_rule: SegmentRule, device: torch.device | str = "cpu",
+                 batch_size: int = 32):
         if len(classes) != model.config.n_classes:
             raise ValueError(f"{len(classes)} class names for a model with {model.config.n_classes} outputs")
         self.device = torch.device(device)

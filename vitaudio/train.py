@@ -28,7 +28,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
 from .data import (MelClips, SegmentRule, Standardize, mel_stats, read_mel_config, segment_loader, source_paths,
                    train_transform)
 from .distributed import DistContext, all_reduce_sum, barrier, broadcast, init_distributed, shutdown
@@ -41,7 +41,6 @@ from .plots import plot_curves
 from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
 
 DEMO_ROOT = Path("data/demo")
-CHECKPOINT_RUN_KEYS = ("model_config", "mel_config", "classes", "normalization", "segment")  # what scoring needs
 
 
 @dataclass
@@ -182,7 +181,7 @@ def _train_ensemble(config: TrainConfig, resume: Path | None, device: torch.devi
         saved = combine_members(run_dir, config)
         mel_root, split = Path(saved["mel_root"]), read_split_file(run_dir / "split.json")
         test_loader = segment_loader(MelClips(mel_root, split["test"]), SegmentRule(**saved["segment"]),
-                                     Standardize(**saved["normalization"]), batch_size=max(1, config.batch_size // 4))
+                                     Standardize(**saved["normalization"]), batch_size=eval_batch_size(config))
         test_best(ViTEnsemble(ViTConfig(**saved["model"]), config.members).to(device), run_dir, mel_root,
                   saved["classes"], device=device, amp=amp_enabled(config, device), loader=test_loader)
     barrier(ctx)
@@ -207,7 +206,7 @@ def combine_members(run_dir: Path, config: TrainConfig) -> dict:
     bests = [load_checkpoint(member_dir / "best.pt") for member_dir in dirs]
     weights = {f"members.{member}.{name}": value for member, best in enumerate(bests)
                for name, value in best["model"].items()}  # ViTEnsemble's state dict
-    save_checkpoint(run_dir / "best.pt", {**{key: bests[0][key] for key in CHECKPOINT_RUN_KEYS},
+    save_checkpoint(run_dir / "best.pt", {**{key: bests[0][key] for key in REQUIRED_KEYS if key != "model"},
                                           "train_config": asdict(config), "members": config.members,
                                           "model": weights, "member_epochs": [best["epoch"] for best in bests]})
     return saved
@@ -264,7 +263,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=workers, pin_memory=pin,
                               drop_last=len(train_set) > config.batch_size * ctx.world_size)
-    eval_batch = max(1, config.batch_size // 4)
+    eval_batch = eval_batch_size(config)
     val_loader = segment_loader(MelClips(mel_root, split["val"], in_memory=in_memory), rule, standardize,
                                 batch_size=eval_batch, workers=workers, pin_memory=pin)
 
@@ -342,6 +341,11 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
         test_best(model, run_dir, mel_root, classes, device=device, amp=amp, loader=test_loader)
     barrier(ctx)
     return run_dir
+
+
+def eval_batch_size(config: TrainConfig) -> int:
+    """Clips per validation and test batch: each clip is many segments, so a quarter of the training batch."""
+    return max(1, config.batch_size // 4)
 
 
 def amp_enabled(config: TrainConfig, device: torch.device) -> bool:
