@@ -138,6 +138,11 @@ def test_features_and_logits_match_melify_pngs_and_evaluation(clf, checkpoint, t
     context = clip_context(png_mel, clf.segment_rule).expand(len(segments), -1)
     model_on_png = clf.model(segments, context).mean(0).detach().numpy()
     assert np.abs(clf.logits(paths[2]) - model_on_png).max() < 1e-4
+    from_png = clf.prepare_mel(read_mel_png(pngs[2]), "the png")  # melify's mels take the same path as audio
+    assert np.abs(clf.logits(from_png) - model_on_png).max() < 1e-5
+    assert from_png.n_frames == png_mel.shape[-1] and from_png.duration == pytest.approx(4.1, abs=0.03)
+    with pytest.raises(InputError, match=r"the png: expected a dB mel \(n_mels=128"):
+        clf.prepare_mel(read_mel_png(pngs[2])[:64], "the png")
 
 
 def test_every_segment_is_scored_with_the_whole_clips_context(clf):

@@ -84,18 +84,7 @@ def segment_rollout(clf: AudioClassifier, mel_db: np.ndarray, segment: int = 0) 
 
 
 def embed_mels(clf: AudioClassifier, mels: list[np.ndarray]) -> np.ndarray:
-    """Clip embeddings (N, D) of dB mels (n_mels, n_frames): the mean over a clip's segments of the pooled
-    `forward_features`, as `AudioClassifier.embed` computes them from audio."""
-    embeddings = []
-    with torch.inference_mode():
-        for mel_db in mels:
-            mel = torch.from_numpy(np.ascontiguousarray(mel_db, dtype=np.float32)).unsqueeze(0)  # (1, M, T)
-            mel = clf.standardize(mel)
-            segments = cut_segments(mel, clf.segment_rule).to(clf.device)  # (S, 1, M, L)
-            context = clip_context(mel, clf.segment_rule).to(clf.device).expand(len(segments), -1)  # (S, 2M)
-            tokens = clf.model.forward_features(segments, context)  # (S, N, D)
-            pooled = clf.model.forward_head(tokens, pre_logits=True)  # (S, D)
-            embeddings.append(pooled.float().mean(dim=0).cpu().numpy())
-    if not embeddings:
+    """Clip embeddings (N, D) of dB mels (n_mels, n_frames), as `AudioClassifier.embed` computes them from audio."""
+    if not mels:
         return np.zeros((0, clf.model.embed_dim), np.float32)
-    return np.stack(embeddings)
+    return clf.embed([clf.prepare_mel(mel_db, f"mel {i}") for i, mel_db in enumerate(mels)])

@@ -142,15 +142,29 @@ class AudioClassifier:
         name = _name(item, 0)
         return self._mel_db(self._samples(item, name), name)[0].cpu().numpy()
 
-    def prepare(self, item: AudioInput, index: int = 0) -> PreparedClip:
-        """Decode one input and cut it into standardised segments (no model call)."""
+    def prepare(self, item: AudioInput | PreparedClip, index: int = 0) -> PreparedClip:
+        """Decode one input and cut it into standardised segments (no model call); a PreparedClip passes as is,
+        so every scoring method also takes `prepare_mel`'s clips."""
+        if isinstance(item, PreparedClip):
+            return item
         name = _name(item, index)
         samples = self._samples(item, name)
-        mel = self.standardize(self._mel_db(samples, name))  # (1, M, T)
+        return self.prepare_mel(self._mel_db(samples, name)[0], name, duration=len(samples) / self.sample_rate)
+
+    def prepare_mel(self, mel_db: np.ndarray | Tensor, name: str = "mel", *,
+                    duration: float | None = None) -> PreparedClip:
+        """A clip's dB mel (n_mels, n_frames), as `mel_db` returns it and melify stores it, cut into standardised
+        segments (no model call); duration defaults to the frames' span."""
+        mel = torch.as_tensor(mel_db, dtype=torch.float32, device=self.device)
+        if mel.ndim != 2 or mel.shape[0] != self.mel_config.n_mels:
+            raise InputError(f"{name}: expected a dB mel (n_mels={self.mel_config.n_mels}, n_frames), "
+                             f"got shape {tuple(mel.shape)}")
+        mel = self.standardize(mel.unsqueeze(0))  # (M, T) -> (1, M, T)
+        n_frames = mel.shape[-1]
         return PreparedClip(name=name, segments=cut_segments(mel, self.segment_rule),
-                            context=clip_context(mel, self.segment_rule),
-                            starts=self.segment_rule.starts(mel.shape[-1]), n_frames=mel.shape[-1],
-                            duration=len(samples) / self.sample_rate)
+                            context=clip_context(mel, self.segment_rule), starts=self.segment_rule.starts(n_frames),
+                            n_frames=n_frames,
+                            duration=n_frames / self.mel_config.frames_per_second if duration is None else duration)
 
     def _samples(self, item: AudioInput, name: str) -> np.ndarray:
         """Any accepted input -> (n_samples,) float32 at the model's sample rate."""

@@ -412,8 +412,7 @@ class ViTEnsemble(nn.Module):
     def embed_dim(self) -> int:
         return self.config.dim * len(self.members)
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    num_params = ViT.num_params
 
 
 def build_model(config: ViTConfig, members: int = 1) -> ViT | ViTEnsemble:

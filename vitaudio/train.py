@@ -181,7 +181,8 @@ def _train_ensemble(config: TrainConfig, resume: Path | None, device: torch.devi
         saved = combine_members(run_dir, config)
         mel_root, split = Path(saved["mel_root"]), read_split_file(run_dir / "split.json")
         test_loader = segment_loader(MelClips(mel_root, split["test"]), SegmentRule(**saved["segment"]),
-                                     Standardize(**saved["normalization"]), batch_size=eval_batch_size(config))
+                                     Standardize(**saved["normalization"]), batch_size=eval_batch_size(config),
+                                     workers=loader_workers(config, device), pin_memory=device.type == "cuda")
         test_best(ViTEnsemble(ViTConfig(**saved["model"]), config.members).to(device), run_dir, mel_root,
                   saved["classes"], device=device, amp=amp_enabled(config, device), loader=test_loader)
     barrier(ctx)
@@ -217,8 +218,7 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
     """One model's run; `member` picks which member of an ensemble checkpoint --init-from starts it from."""
     seed_everything(config.seed)
     amp = amp_enabled(config, device)
-    workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1)
-                                                                 if device.type == "cuda" else 0)
+    workers = loader_workers(config, device)
     source = load_checkpoint(Path(config.init_from)) if config.init_from else None
     mel_config = MelConfig(**source["mel_config"]) if source else MelConfig()
     if ctx.is_main:  # rank 0 alone writes files; the others wait for its results
@@ -341,6 +341,13 @@ def _train(config: TrainConfig, resume: Path | None, device: torch.device, ctx: 
         test_best(model, run_dir, mel_root, classes, device=device, amp=amp, loader=test_loader)
     barrier(ctx)
     return run_dir
+
+
+def loader_workers(config: TrainConfig, device: torch.device) -> int:
+    """--workers as given; by default none on the CPU (the clips are decoded once, in RAM), up to 8 for CUDA."""
+    if config.workers is not None:
+        return config.workers
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
 def eval_batch_size(config: TrainConfig) -> int:
