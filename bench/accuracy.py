@@ -18,8 +18,9 @@ Each (contender, fold, seed) run trains for at most `--budget-minutes` on the bu
 started when it would end past the budget); the best-validation weights are tested once. The budget clock is this
 process's CPU time divided by torch's threads: wall time on an idle machine whose cores are all busy with the run,
 and not eaten by other people's jobs on a shared one, so contenders run at different times get the same compute.
-Rows accumulate in OUT/results.jsonl (a re-run replaces its rows), so contenders may be run in separate
-invocations; the table covers every row there.
+Runs go split by split and seed by seed, every contender in turn, so a benchmark stopped part-way has compared
+the contenders on the same folds. Rows accumulate in OUT/results.jsonl (a re-run replaces its rows), so contenders
+may be run in separate invocations; the table covers every row there.
 A class whose works are few and long can miss the 80/10/10 test split (styles_dev's classical_chamber: 6 works x
 10 clips); the report names such classes, and --folds avoids them.
 """
@@ -494,9 +495,9 @@ def main() -> None:
     command = "python bench/accuracy.py " + shlex.join(sys.argv[1:])
     runners = {"vitaudio": run_vitaudio, "classical": run_classical, "cnn": run_cnn, "blog": run_blog}
     results_path = out / "results.jsonl"
-    for contender in args.contenders:
-        for task in tasks:
-            for seed in args.seeds:
+    for task in tasks:  # contenders innermost: an interrupted benchmark still has every contender on the same folds
+        for seed in args.seeds:
+            for contender in args.contenders:
                 print(f"== {contender} {task.name} seed {seed} (budget {args.budget_minutes:g} min)", flush=True)
                 result = replace(runners[contender](bench, task, seed), command=command)
                 print(f"== {contender} {task.name} seed {seed}: test accuracy {result.accuracy:.3f}, macro F1 "
