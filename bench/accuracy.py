@@ -20,7 +20,8 @@ process's CPU time divided by torch's threads: wall time on an idle machine whos
 and not eaten by other people's jobs on a shared one, so contenders run at different times get the same compute.
 Runs go split by split and seed by seed, every contender in turn, so a benchmark stopped part-way has compared
 the contenders on the same folds. Rows accumulate in OUT/results.jsonl (a re-run replaces its rows), so contenders
-may be run in separate invocations; the table covers every row there.
+may be run in separate invocations; the table covers every row there. Every row records the data's fingerprint (a
+hash of every audio file's bytes): rebuilds of a rendered data set differ, so OUT refuses rows of another build.
 A class whose works are few and long can miss the 80/10/10 test split (styles_dev's classical_chamber: 6 works x
 10 clips); the report names such classes, and --folds avoids them.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import platform
@@ -75,6 +77,7 @@ class RunResult:
     epochs: int | None  # epochs trained (None for the classical model)
     command: str = ""
     budget_seconds: float = 0.0  # the same on the budget clock
+    data: str = ""  # data_fingerprint of the root ("" in rows from before it was recorded)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Bench:
     budget_s: float  # training budget per run, on the budget clock
     device: torch.device
     prep_seconds: dict[str, float] = field(default_factory=dict)
+    data: str = ""  # data_fingerprint(root)
     features: dict[str, np.ndarray] | None = None  # classical: clip key -> feature vector
     images: dict[str, torch.Tensor] | None = None  # blog: clip key -> (3, size, size) uint8
 
@@ -115,6 +119,18 @@ def result_of(contender: str, task: Task, seed: int, report: dict, start: tuple[
                      {name: scores["f1"] for name, scores in report["per_class"].items() if scores["support"]},
                      report["confusion_matrix"], time.time() - start[0], epochs,
                      budget_seconds=budget_clock() - start[1])
+
+
+def data_fingerprint(root: Path, audio_paths: list[str]) -> str:
+    """12 hex digits of a SHA-1 over the audio files (root-relative paths, in order, and their bytes): two builds
+    of a data set share it only when every file is identical."""
+    digest = hashlib.sha1()
+    for relative in sorted(audio_paths):
+        digest.update(relative.encode() + b"\0")
+        with open(root / relative, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]
 
 
 def make_tasks(bench: Bench, split_seed: int, folds: int, split_file: Path | None) -> list[Task]:
@@ -428,18 +444,31 @@ def read_results(path: Path) -> list[RunResult]:
     return [RunResult(**json.loads(line)) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def check_same_data(path: Path, data: str) -> None:
+    """Refuse to add runs on data of fingerprint `data` to a results.jsonl that holds runs on other data."""
+    other = sorted({r.data for r in read_results(path) if r.data and r.data != data})
+    if other:
+        raise SystemExit(f"{path} holds runs on another build of the data (fingerprint {', '.join(other)}; this "
+                         f"one is {data}): their accuracies do not compare. Pass another --out.")
+
+
 def save_result(path: Path, result: RunResult) -> None:
-    """Add a run to results.jsonl, replacing an earlier run of the same contender, split and seed."""
+    """Add a run to results.jsonl, replacing an earlier run of the same contender, split and seed (atomically)."""
     key = (result.contender, result.split, result.seed)
     rows = [r for r in read_results(path) if (r.contender, r.split, r.seed) != key] + [result]
-    path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in rows))
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    tmp_path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in rows))
+    os.replace(tmp_path, path)
 
 
 def section(bench: Bench, tasks: list[Task], results: list[RunResult], budget_minutes: float) -> str:
     """The RESULTS.md section: machine, commands, preparation times, caveats, tables."""
     tested = {key.split("/")[0] for task in tasks for key in task.split["test"]}
     untested = [name for name in bench.classes if name not in tested]
+    fingerprints = {r.data for r in results}
     return "\n".join([
+        f"Data: {bench.root}, fingerprint {bench.data}"
+        + (" (some rows predate fingerprints)" if "" in fingerprints else "") + ".",
         f"Machine: {machine()}. Training budget {budget_minutes:g} min per run on the budget clock (CPU time per "
         f"torch thread). Test clips: "
         f"{sum(len(t.split['test']) for t in tasks)}{' over all folds' if len(tasks) > 1 else ''}"
@@ -490,16 +519,18 @@ def main() -> None:
     start = time.time()
     mel_root = cached_melify(args.root, MelConfig())
     bench = Bench(args.root, mel_root, MelClips(mel_root).classes, out, args.budget_minutes * 60,
-                  resolve_device("auto"), {"melify": time.time() - start})
+                  resolve_device("auto"), {"melify": time.time() - start},
+                  data=data_fingerprint(args.root, list(source_paths(mel_root).values())))
     tasks = make_tasks(bench, args.split_seed, args.folds, args.split_file)
     command = "python bench/accuracy.py " + shlex.join(sys.argv[1:])
     runners = {"vitaudio": run_vitaudio, "classical": run_classical, "cnn": run_cnn, "blog": run_blog}
     results_path = out / "results.jsonl"
+    check_same_data(results_path, bench.data)
     for task in tasks:  # contenders innermost: an interrupted benchmark still has every contender on the same folds
         for seed in args.seeds:
             for contender in args.contenders:
                 print(f"== {contender} {task.name} seed {seed} (budget {args.budget_minutes:g} min)", flush=True)
-                result = replace(runners[contender](bench, task, seed), command=command)
+                result = replace(runners[contender](bench, task, seed), command=command, data=bench.data)
                 print(f"== {contender} {task.name} seed {seed}: test accuracy {result.accuracy:.3f}, macro F1 "
                       f"{result.macro_f1:.3f}, {result.seconds:.0f} s ({result.budget_seconds:.0f} s budget clock), "
                       f"{result.epochs} epochs", flush=True)
