@@ -83,7 +83,7 @@ def main() -> None:
               "root": str(root), "clips": {name: len(keys) for name, keys in task.split.items()},
               "prep_s": bench.prep_seconds, "recipes": {}}
     if "blog" in args.recipes:  # rendered before CUDA starts, in one process per core
-        bench.images = blog_images(bench, sorted(k for keys in task.split.values() for k in keys), 480)
+        bench.images[480] = blog_images(bench, sorted(k for keys in task.split.values() for k in keys), 480)
 
     if "vitaudio" in args.recipes:
         run_dir = args.out / "vitaudio"
