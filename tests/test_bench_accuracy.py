@@ -1,9 +1,10 @@
-"""bench/accuracy.py's bookkeeping: the data fingerprint that keeps runs on different builds of a data set apart."""
+"""bench/accuracy.py's bookkeeping: the data fingerprint that keeps builds of a data set apart, the blog image cache."""
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 spec = importlib.util.spec_from_file_location("bench_accuracy", Path(__file__).parents[1] / "bench" / "accuracy.py")
 accuracy = sys.modules["bench_accuracy"] = importlib.util.module_from_spec(spec)  # a script, not a package
@@ -41,3 +42,22 @@ def test_results_of_another_build_are_refused(tmp_path):
     accuracy.check_same_data(path, "aaaa")
     with pytest.raises(SystemExit, match="another build of the data .*aaaa.* Pass another --out"):
         accuracy.check_same_data(path, "bbbb")
+
+
+def test_blog_images_come_from_the_png_cache_at_each_size(tmp_path):
+    from PIL import Image
+
+    root, mel_root = tmp_path / "songs", tmp_path / "songs.mel"
+    mel_root.mkdir()
+    (mel_root / "melify.json").write_text('{"files": [{"source": "a/1.wav"}, {"source": "b/2.wav"}]}')
+    for key in ("a/1", "b/2"):  # the blog's renders, already cached: no audio needed
+        png = tmp_path / "songs.blog-png" / f"{key}.png"
+        png.parent.mkdir(parents=True)
+        Image.new("RGBA", (496, 369), (200, 10, 90, 255)).save(png)
+    bench = accuracy.Bench(root, mel_root, ["a", "b"], tmp_path / "out", 60.0, torch.device("cpu"))
+    for size in (224, 480):
+        images = accuracy.blog_images(bench, ["a/1", "b/2"], size)
+        assert sorted(images) == ["a/1", "b/2"]
+        assert images["a/1"].shape == (3, size, size) and images["a/1"].dtype == torch.uint8
+        assert images["b/2"][:, 0, 0].tolist() == [200, 10, 90]  # RGB, alpha dropped
+    assert sorted(bench.prep_seconds) == ["blog images 224 px", "blog images 480 px"]
