@@ -30,7 +30,6 @@ A class whose works are few and long can miss the 80/10/10 test split (styles_de
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
@@ -39,7 +38,6 @@ import shlex
 import shutil
 import statistics
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -52,14 +50,26 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vitaudio.audio import load_audio  # noqa: E402
-from vitaudio.data import (MelClips, SegmentRule, mel_stats, read_mel_config, segment_loader,  # noqa: E402
-                           source_paths, train_transform)
-from vitaudio.engine import EvalResult, evaluate, resolve_device, train_one_epoch  # noqa: E402
+from vitaudio.config import TrainConfig  # noqa: E402
+from vitaudio.data import (  # noqa: E402
+    MelClips,
+    SegmentRule,
+    mel_stats,
+    read_mel_config,
+    segment_loader,
+    source_paths,
+    train_transform,
+)
+from vitaudio.engine import HIGHEST_VAL_ACCURACY, LoopConfig, Schedule, evaluate, fit  # noqa: E402
 from vitaudio.features import MelConfig  # noqa: E402
+from vitaudio.files import atomic_path, write_text_atomic  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
 from vitaudio.report import classification_report  # noqa: E402
+from vitaudio.run import loop_config, make_optimizer  # noqa: E402
+from vitaudio.rundir import member_dirs, seed_everything  # noqa: E402
+from vitaudio.scoring import resolve_device  # noqa: E402
 from vitaudio.splits import SPLITS, make_split, read_groups, read_split_file, write_split_file  # noqa: E402
-from vitaudio.train import TrainConfig, make_optimizer, member_dirs, seed_everything, train  # noqa: E402
+from vitaudio.train import train  # noqa: E402
 
 CONTENDERS = ("vitaudio", "classical", "cnn", "blog", "blog480")
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
@@ -171,26 +181,26 @@ def make_tasks(bench: Bench, split_seed: int, folds: int, split_file: Path | Non
     return tasks
 
 
-def first_epoch_cost(member_dir: Path, run_one_epoch) -> float:
-    """Run train() for one epoch; return the cost of the first member's first epoch on the budget clock, read
-    when its run directory gets config.json (set-up done, the epoch loop starts) and last.pt (the epoch and its
-    checkpoints are written, its test follows)."""
-    marks, finished = {}, threading.Event()
+class MemberBudget:
+    """`engine.fit`'s stop hook for a run of `members` models trained one after another within `budget_s` on the
+    budget clock: each member may use an equal share of what the members before it left, and an epoch is not
+    started when, at the cost of the one before, it would end past that share."""
 
-    def watch() -> None:
-        for name in ("config.json", "last.pt"):
-            while not (member_dir / name).exists() and not finished.is_set():
-                time.sleep(0.05)
-            marks[name] = budget_clock()
+    def __init__(self, budget_s: float, members: int):
+        self.start, self.budget_s, self.members_left = budget_clock(), budget_s, members
+        self.member_start = self.member_share = self.last_call = 0.0
+        self.last_epoch = 0
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        run_one_epoch()
-    finally:
-        finished.set()
-        watcher.join()
-    return marks["last.pt"] - marks["config.json"]
+    def __call__(self, epoch: int) -> bool:
+        now = budget_clock()
+        if epoch <= self.last_epoch or self.last_epoch == 0:  # a member begins
+            self.member_start, self.members_left = now, self.members_left - (self.last_epoch > 0)
+            self.member_share = (self.budget_s - (now - self.start)) / max(self.members_left, 1)
+            epoch_cost = 0.0
+        else:
+            epoch_cost = now - self.last_call
+        self.last_call, self.last_epoch = now, epoch
+        return now - self.member_start + epoch_cost > self.member_share
 
 
 def member_epochs(run_dir: Path, members: int) -> list[int]:
@@ -199,29 +209,12 @@ def member_epochs(run_dir: Path, members: int) -> list[int]:
 
 
 def run_vitaudio(bench: Bench, task: Task, seed: int) -> RunResult:
-    """train.py's default recipe within the budget, in three calls that continue each other exactly (`--resume`;
-    no part of the schedule depends on the epoch total): 1 epoch of every member; then half the epochs the rest of
-    the budget allows at the first epoch's cost for every member; then all it allows at the cost those epochs had.
-    A member that stopped early is not trained again, and leaves its share to the others' next call."""
+    """train.py's default recipe, untouched, with the budget split between its members (MemberBudget)."""
     run_dir = bench.out / "vitaudio" / f"{task.name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     config = TrainConfig(root=str(bench.root), split_file=str(task.split_file), seed=seed, out=str(run_dir))
-    first_member = member_dirs(run_dir, config.members)[0]
     start = (time.time(), budget_clock())
-    epoch_cost = first_epoch_cost(first_member, lambda: train(replace(config, epochs=1)))
-    overhead = budget_clock() - start[1] - config.members * epoch_cost  # set-up and tests, paid by every call
-    cap = 1
-    for share in (0.5, 1.0):
-        done = member_epochs(run_dir, config.members)
-        training = sum(d == cap for d in done)  # members that have not stopped early
-        left = bench.budget_s - (budget_clock() - start[1]) - overhead
-        epochs = min(config.epochs, cap + int(share * left / (max(training, 1) * epoch_cost)))
-        if epochs <= cap or not training:
-            break
-        call_start = budget_clock()
-        train(replace(config, epochs=epochs), resume=run_dir)
-        trained = sum(member_epochs(run_dir, config.members)) - sum(done)
-        epoch_cost, cap = (budget_clock() - call_start - overhead) / max(trained, 1), epochs
+    train(config, stop=MemberBudget(bench.budget_s, config.members))
     report = json.loads((run_dir / "test_report.json").read_text())
     return result_of("vitaudio", task, seed, report, start, max(member_epochs(run_dir, config.members)))
 
@@ -261,38 +254,6 @@ def run_classical(bench: Bench, task: Task, seed: int) -> RunResult:
     return result_of("classical", task, seed, report, start, None)
 
 
-def fit(bench: Bench, model: nn.Module, loaders: dict[str, DataLoader], optimizer: torch.optim.Optimizer, *,
-        plateau, warmup=None, warmup_epochs: int = 0, epochs: int, patience: int, label_smoothing: float = 0.0,
-        grad_clip: float | None = None, mixup: float = 0.0) -> tuple[EvalResult, int]:
-    """train.py's loop for any model returning logits: after warm-up the plateau watches val loss (mode "min", as
-    train.py) or val accuracy (mode "max", the blog's); the best weights by the same measure (accuracy ties go to
-    the lower loss), early stopping, no epoch started that would end past the budget -> (test, epochs)."""
-    model.to(bench.device)
-    start, epoch_cost, best, best_state, best_epoch, done = budget_clock(), 0.0, None, None, 0, 0
-    for epoch in range(1, epochs + 1):
-        if budget_clock() - start + epoch_cost > bench.budget_s:
-            break
-        epoch_start = (time.time(), budget_clock())
-        stats = train_one_epoch(model, loaders["train"], optimizer, device=bench.device, warmup=warmup,
-                                label_smoothing=label_smoothing, mixup_alpha=mixup, grad_clip=grad_clip, epoch=epoch,
-                                progress=False)
-        val = evaluate(model, loaders["val"], device=bench.device)
-        watches_loss = plateau.mode == "min"
-        if epoch > warmup_epochs:
-            plateau.step(val.loss if watches_loss else val.accuracy)
-        score = (-val.loss,) if watches_loss else (val.accuracy, -val.loss)  # higher is better
-        if best is None or score > best:
-            best, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
-        done, epoch_cost = epoch, budget_clock() - epoch_start[1]
-        print(f"  epoch {epoch:3d}  train loss {stats.loss:.3f} acc {stats.accuracy:.3f}  val loss {val.loss:.3f} "
-              f"acc {val.accuracy:.3f}  {time.time() - epoch_start[0]:.1f} s ({epoch_cost:.1f} s budget)"
-              + ("  *" if best_epoch == epoch else ""), flush=True)
-        if epoch - best_epoch >= patience:
-            break
-    model.load_state_dict(best_state)
-    return evaluate(model, loaders["test"], device=bench.device), done
-
-
 class SmallCNN(nn.Module):
     """(B, 1, M, T) -> (B, n_classes): conv3x3-BN-ReLU-maxpool blocks, global average pool, dropout, linear."""
 
@@ -323,7 +284,7 @@ class WithoutContext(nn.Module):
 
 
 def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
-    """The CNN on our exact pipeline: train.py's augmentation, standardisation, optimiser, schedule, mixup."""
+    """The CNN on our exact pipeline: train.py's augmentation, standardisation, optimiser, schedule, mixup, loop."""
     recipe, start = TrainConfig(), (time.time(), budget_clock())
     seed_everything(seed)
     frames = round(recipe.segment_seconds * read_mel_config(bench.mel_root).frames_per_second)
@@ -334,14 +295,21 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
                                    drop_last=len(train_set) > recipe.batch_size)}
     for name in ("val", "test"):
         clips = MelClips(bench.mel_root, task.split[name], in_memory=True)
-        loaders[name] = segment_loader(clips, rule, standardize, batch_size=max(1, recipe.batch_size // 4))
-    model = SmallCNN(n_classes=len(bench.classes))
-    optimizer, warmup, plateau = make_optimizer(model, recipe, steps_per_epoch=len(loaders["train"]))
-    test, epochs = fit(bench, model, loaders, optimizer, plateau=plateau, warmup=warmup,
-                       warmup_epochs=recipe.warmup_epochs, epochs=recipe.epochs, patience=recipe.patience,
-                       label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip, mixup=recipe.mixup)
-    return result_of("cnn", task, seed, classification_report(test.clip_logits, test.labels, bench.classes),
-                     start, epochs)
+        loaders[name] = segment_loader(clips, rule, standardize, batch_size=recipe.eval_batch_size)
+    model = SmallCNN(n_classes=len(bench.classes)).to(bench.device)
+    optimizer, schedule = make_optimizer(model, recipe, steps_per_epoch=len(loaders["train"]))
+    return fit_and_test("cnn", bench, task, seed, model, loaders, optimizer, schedule, loop_config(recipe), start)
+
+
+def fit_and_test(contender: str, bench: Bench, task: Task, seed: int, model: nn.Module,
+                 loaders: dict[str, DataLoader], optimizer: torch.optim.Optimizer, schedule: Schedule,
+                 loop: LoopConfig, start: tuple[float, float]) -> RunResult:
+    """Train through the package's loop within the budget, then test the best-validation weights once."""
+    result = fit(model, loaders["train"], loaders["val"], optimizer, schedule, loop, device=bench.device,
+                 stop=MemberBudget(bench.budget_s, 1))
+    test = evaluate(model, loaders["test"], device=bench.device)
+    return result_of(contender, task, seed, classification_report(test.clip_logits, test.labels, bench.classes),
+                     start, result.last_epoch)
 
 
 def render_blog_png(audio_path: Path, png: Path) -> None:
@@ -357,8 +325,8 @@ def render_blog_png(audio_path: Path, png: Path) -> None:
     librosa.display.specshow(mel_db, sr=22050, ax=ax)
     ax.axis("off")
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png.with_suffix(".tmp.png"), bbox_inches="tight", pad_inches=0)
-    os.replace(png.with_suffix(".tmp.png"), png)
+    with atomic_path(png) as tmp_path:
+        fig.savefig(tmp_path, format="png", bbox_inches="tight", pad_inches=0)
 
 
 def blog_images(bench: Bench, keys: list[str], size: int = 224) -> dict[str, torch.Tensor]:
@@ -407,12 +375,13 @@ def run_blog(bench: Bench, task: Task, seed: int, *, full_size: bool = False, ep
     for name in ("val", "test"):
         loaders[name] = DataLoader(dataset(name), batch_size=32, collate_fn=one_segment_per_clip)
     model = WithoutContext(VisionTransformer(img_size=size, patch_size=16, in_chans=3, num_classes=len(bench.classes),
-                                             embed_dim=width, depth=12, num_heads=heads))
+                                             embed_dim=width, depth=12, num_heads=heads)).to(bench.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=3)
-    test, epochs_run = fit(bench, model, loaders, optimizer, plateau=plateau, epochs=epochs, patience=epochs)
-    return result_of("blog480" if full_size else "blog", task, seed,
-                     classification_report(test.clip_logits, test.labels, bench.classes), start, epochs_run)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=HIGHEST_VAL_ACCURACY.mode, factor=0.3,
+                                                         patience=3)
+    loop = LoopConfig(epochs=epochs, patience=epochs, criterion=HIGHEST_VAL_ACCURACY)  # the blog stops at 30 epochs
+    return fit_and_test("blog480" if full_size else "blog", bench, task, seed, model, loaders, optimizer,
+                        Schedule(plateau), loop, start)
 
 
 def mean_std(values: list[float], scale: float = 1.0) -> str:
@@ -460,9 +429,7 @@ def save_result(path: Path, result: RunResult) -> None:
     """Add a run to results.jsonl, replacing an earlier run of the same contender, split and seed (atomically)."""
     key = (result.contender, result.split, result.seed)
     rows = [r for r in read_results(path) if (r.contender, r.split, r.seed) != key] + [result]
-    tmp_path = path.with_name(f".{path.name}.tmp")
-    tmp_path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in rows))
-    os.replace(tmp_path, path)
+    write_text_atomic(path, "".join(json.dumps(asdict(r)) + "\n" for r in rows))
 
 
 def section(bench: Bench, tasks: list[Task], results: list[RunResult], budget_minutes: float) -> str:
@@ -544,7 +511,7 @@ def main() -> None:
                       f"{result.macro_f1:.3f}, {result.seconds:.0f} s ({result.budget_seconds:.0f} s budget clock), "
                       f"{result.epochs} epochs", flush=True)
                 save_result(results_path, result)
-    heading = f"{args.root.name}: " + (f"split file {args.split_file}" if args.split_file else
+    heading = f"{args.root.name} (build {bench.data}): " + (f"split file {args.split_file}" if args.split_file else
                                        f"{args.folds} grouped folds" if args.folds else "one grouped 80/10/10 split")
     heading += "" if args.split_file else f", split seed {args.split_seed}"
     body = section(bench, tasks, read_results(results_path), args.budget_minutes)

@@ -31,12 +31,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import Bench, blog_images, make_tasks, run_blog  # noqa: E402
 
+from vitaudio.config import TrainConfig  # noqa: E402
 from vitaudio.data import MelClips  # noqa: E402
 from vitaudio.demo import make_demo_dataset  # noqa: E402
-from vitaudio.engine import resolve_device  # noqa: E402
 from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
-from vitaudio.train import TrainConfig, train  # noqa: E402
+from vitaudio.scoring import resolve_device  # noqa: E402
+from vitaudio.train import train  # noqa: E402
 
 GTZAN_SIZE = Path("data/gtzan_size")
 

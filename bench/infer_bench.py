@@ -19,7 +19,6 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -28,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from melify_bench import SECONDS, make_dataset  # noqa: E402
 
-from vitaudio.checkpoint import save_checkpoint  # noqa: E402
-from vitaudio.data import SegmentRule  # noqa: E402
+from vitaudio.checkpoint import checkpoint_header, save_checkpoint  # noqa: E402
+from vitaudio.config import TrainConfig  # noqa: E402
+from vitaudio.data import SegmentRule, Standardize  # noqa: E402
 from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.inference import AudioClassifier  # noqa: E402
 from vitaudio.model import ViTEnsemble, build_model, vit_config  # noqa: E402
-from vitaudio.train import TrainConfig  # noqa: E402
 
 LATENCY_TARGET, THROUGHPUT_TARGET = 0.100, 20  # seconds for one clip; clips/s over a folder
 
@@ -47,11 +46,10 @@ def random_checkpoint(path: Path, model: str, n_classes: int = 10) -> Path:
     changes = {key: int(value) for key, value in (item.split("=") for item in overrides.split(",") if item)}
     members = changes.pop("members", TrainConfig.members)
     config = vit_config(preset, n_mels=mel_config.n_mels, n_classes=n_classes, **changes)
-    save_checkpoint(path, {"model": build_model(config, members).state_dict(), "members": members,
-                           "model_config": asdict(config),
-                           "mel_config": mel_config.to_dict(), "classes": [f"class{i}" for i in range(n_classes)],
-                           "normalization": {"mean": -40.0, "std": 20.0},
-                           "segment": SegmentRule(frames=frames, hop_frames=frames).to_dict()})
+    header = checkpoint_header(config, mel_config, [f"class{i}" for i in range(n_classes)],
+                               Standardize(mean=-40.0, std=20.0), SegmentRule(frames=frames, hop_frames=frames),
+                               members=members)
+    save_checkpoint(path, {**header, "model": build_model(config, members).state_dict()})
     return path
 
 

@@ -32,9 +32,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import vitaudio.melify as melify_module  # noqa: E402
 from vitaudio.audio import load_audio, resample  # noqa: E402
 from vitaudio.features import MelConfig, db_to_png, encode_png16, log_mel, mel_filterbank, write_mel_png  # noqa: E402
-import vitaudio.melify as melify_module  # noqa: E402
 from vitaudio.melify import melify  # noqa: E402
 
 SR, SECONDS = 22050, 30

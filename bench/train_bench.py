@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vitaudio.engine import autocast, resolve_device  # noqa: E402
 from vitaudio.model import ViT, vit_config  # noqa: E402
+from vitaudio.scoring import autocast, resolve_device  # noqa: E402
 
 
 def timm_twin(config) -> torch.nn.Module:

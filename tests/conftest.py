@@ -45,7 +45,8 @@ def tiny_run(tmp_path_factory) -> Path:
     """One run directory shared by the plot, notebook and serve tests: a `mini` ViT trained for one epoch on
     separable tones (10 clips per class, 2 s), with one undecodable file for melify to report.
     Its audio is in `tiny_run.parent / "audio"`."""
-    from vitaudio.train import TrainConfig, train
+    from vitaudio.config import TrainConfig
+    from vitaudio.train import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     write_separable_set(base / "audio", per_class=10)

@@ -61,3 +61,13 @@ def test_blog_images_come_from_the_png_cache_at_each_size(tmp_path):
         assert images["a/1"].shape == (3, size, size) and images["a/1"].dtype == torch.uint8
         assert images["b/2"][:, 0, 0].tolist() == [200, 10, 90]  # RGB, alpha dropped
     assert sorted(bench.prep_seconds) == ["blog images 224 px", "blog images 480 px"]
+
+
+def test_member_budget_gives_each_member_an_equal_share_of_what_is_left(monkeypatch):
+    clock = iter([0,  # the budget starts: 80 s for 2 members, 40 s for the first
+                  0, 10, 20, 30, 40,  # member 0: epochs of 10 s; a fifth would end at 50 s, past its 40
+                  45, 55, 65, 80])  # member 1 gets the 35 s left: epochs of 10, 10, 15 s; a fourth would not fit
+    monkeypatch.setattr(accuracy, "budget_clock", lambda: next(clock))
+    budget = accuracy.MemberBudget(budget_s=80, members=2)
+    assert [budget(epoch) for epoch in (1, 2, 3, 4, 5)] == [False, False, False, False, True]
+    assert [budget(epoch) for epoch in (1, 2, 3, 4)] == [False, False, False, True]

@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from vitaudio.data import (MelClips, RandomCrop, SegmentRule, Segmented, SpecAugment,
-                           Standardize, collate_segments, cut_segments, mel_stats, train_transform)
+from vitaudio.data import (
+    MelClips,
+    RandomCrop,
+    Segmented,
+    SegmentRule,
+    SpecAugment,
+    Standardize,
+    collate_segments,
+    cut_segments,
+    mel_stats,
+    train_transform,
+)
 from vitaudio.features import PNG_DB_STEP, read_mel_png, write_mel_png
 
 

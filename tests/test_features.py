@@ -3,12 +3,11 @@ import io
 import librosa
 import numpy as np
 import pytest
+from conftest import SR, write_tone
 from PIL import Image
 
 from vitaudio.audio import AudioDecodeError, load_audio
 from vitaudio.features import PNG_DB_STEP, MelConfig, log_mel, read_mel_png, write_mel_png
-
-from conftest import SR, write_tone
 
 
 def mel_band_of(freq: float, config: MelConfig) -> int:

@@ -12,12 +12,12 @@ from torch.utils.data import DataLoader
 
 from vitaudio.audio import AudioDecodeError, resample
 from vitaudio.checkpoint import CheckpointError, save_checkpoint
-from vitaudio.data import MelClips, SegmentRule, Segmented, Standardize, clip_context, collate_segments, cut_segments
+from vitaudio.data import MelClips, Segmented, SegmentRule, Standardize, clip_context, collate_segments, cut_segments
 from vitaudio.engine import evaluate
-from vitaudio.features import PNG_DB_STEP, MelConfig, read_mel_png
+from vitaudio.features import PNG_DB_STEP, MelConfig, band_stats, read_mel_png
 from vitaudio.inference import AudioClassifier, InputError, pipeline
 from vitaudio.melify import melify
-from vitaudio.model import ViT, ViTConfig, band_stats
+from vitaudio.model import ViT, ViTConfig
 
 SR = 22050
 CLASSES = ["high", "low", "mid"]

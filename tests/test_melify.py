@@ -6,12 +6,11 @@ import sys
 import time
 
 import pytest
+from conftest import SR, write_tone
 from PIL import Image
 
 from vitaudio.features import MelConfig, read_mel_png
 from vitaudio.melify import LayoutError, find_class_root, melify
-
-from conftest import SR, write_tone
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

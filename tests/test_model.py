@@ -6,8 +6,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from vitaudio.model import (PRESETS, DropPath, ViT, ViTConfig, ViTEnsemble, band_stats, build_model,
-                            sincos_pos_embed_2d, vit_config)
+from vitaudio.features import band_stats
+from vitaudio.model import PRESETS, DropPath, ViT, ViTConfig, ViTEnsemble, build_model, sincos_pos_embed_2d, vit_config
 
 
 def tiny_config(**overrides) -> ViTConfig:

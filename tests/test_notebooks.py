@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 
-
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -33,6 +32,12 @@ def outputs(notebook, kind: str) -> list[str]:
     return found
 
 
+def assert_no_warnings_or_progress_bars(notebook) -> None:
+    """What a reader sees: no library warnings (tqdm's "IProgress not found", ...) and no progress bars."""
+    for text in outputs(notebook, "stream"):
+        assert "Warning" not in text and "clip/s" not in text and "it/s" not in text, text
+
+
 @pytest.mark.parametrize("name", sorted(PARAMETERS))
 def test_notebook_is_committed_without_outputs_and_starts_with_its_one_parameter(name):
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -49,6 +54,7 @@ def test_data_notebook_runs_clean_and_shows_balance_durations_mels_and_failures(
     tables = outputs(notebook, "text/markdown")
     assert "| bass | 10 | 1 |" in tables[0]  # summary: 10 clips and 1 failed file
     assert "bass/broken.wav" in tables[-1]  # melify's failure, with its reason
+    assert_no_warnings_or_progress_bars(notebook)
 
 
 def test_results_notebook_runs_clean_and_shows_every_section(tiny_run, tmp_path):
@@ -58,3 +64,4 @@ def test_results_notebook_runs_clean_and_shows_every_section(tiny_run, tmp_path)
     report, pairs = outputs(notebook, "text/markdown")
     assert "| macro F1 |" in report and ("| predicted as |" in pairs or "no mistakes" in pairs)
     assert any("test clips misclassified" in text for text in outputs(notebook, "stream"))
+    assert_no_warnings_or_progress_bars(notebook)

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_separable_set
+
 from vitaudio.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from vitaudio.config import TrainConfig
 from vitaudio.engine import train_one_epoch
+from vitaudio.errors import RunDirError
 from vitaudio.model import ViT, ViTConfig
-from vitaudio.train import TrainConfig, train
+from vitaudio.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {"config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "test_report.json",
@@ -98,7 +100,7 @@ def test_non_empty_run_directory_is_refused(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run/old.txt").write_text("x")
     root = write_separable_set(tmp_path / "audio", per_class=10, seconds=0.5)
-    with pytest.raises(SystemExit, match="not empty"):
+    with pytest.raises(RunDirError, match="not empty"):
         train(TrainConfig(root=str(root), model="mini", epochs=1, out=str(tmp_path / "run")))
 
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_separable_set
 from test_train import REPO
-from vitaudio.checkpoint import load_checkpoint, save_checkpoint
+
+from vitaudio.checkpoint import load_checkpoint, load_initial_weights, save_checkpoint
+from vitaudio.config import TrainConfig
+from vitaudio.errors import RunDirError
 from vitaudio.evaluate import evaluate_checkpoint
 from vitaudio.model import ViT, ViTConfig, ViTEnsemble
-from vitaudio.train import TrainConfig, initial_weights, train
+from vitaudio.train import train
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -92,7 +94,7 @@ def test_run_whose_lr_plateau_watched_accuracy_is_refused_on_resume(audio_root, 
     last = load_checkpoint(run_dir / "last.pt")
     last["scheduler"]["mode"] = "max"  # what runs before the switch to val loss saved
     save_checkpoint(run_dir / "last.pt", last)
-    with pytest.raises(SystemExit, match="older vitaudio.*--init-from"):
+    with pytest.raises(RunDirError, match="watched val accuracy.*--init-from"):
         train(TrainConfig(root=str(audio_root), model="mini", epochs=2, segment_seconds=0.5, batch_size=4,
                           members=1, out=str(run_dir)), resume=run_dir)
 
@@ -131,7 +133,7 @@ def test_fine_tuned_ensemble_member_starts_from_the_same_member_of_the_source():
     source = {"model": ViTEnsemble(config, 2).state_dict(), "members": 2, "classes": ["a", "b", "c"]}
     for member in (0, 1, 2):  # a third member wraps around to the source's first
         model = ViT(config)
-        initial_weights(model, source, "source.pt", ["a", "b", "c"], member)
+        load_initial_weights(model, source, "source.pt", ["a", "b", "c"], member)
         assert all(torch.equal(value, source["model"][f"members.{member % 2}.{name}"])
                    for name, value in model.state_dict().items())
 
@@ -144,6 +146,7 @@ def test_evaluate_command_scores_a_root_and_writes_reports(audio_root, tmp_path)
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "eval/test_report.json").read_text())
+    assert report.pop("checkpoint") == str(run_dir / "best.pt") and report.pop("root") == str(audio_root)
     assert report == {k: v for k, v in json.loads((run_dir / "test_report.json").read_text()).items()
                       if k != "best_epoch"}
     assert (tmp_path / "eval/confusion_matrix.png").exists() and (tmp_path / "eval/test_predictions.csv").exists()

@@ -13,6 +13,8 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
+from .errors import VitaudioError
+
 # Extensions treated as audio when walking folders; everything else is ignored.
 AUDIO_EXTENSIONS = frozenset({
     ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".au", ".snd", ".aif", ".aiff", ".aifc", ".mp3",
@@ -21,7 +23,7 @@ AUDIO_EXTENSIONS = frozenset({
 _CONVERT_HINT = "convert it to WAV or FLAC first, e.g. `ffmpeg -i {name} {stem}.wav`"
 
 
-class AudioDecodeError(Exception):
+class AudioDecodeError(VitaudioError):
     """An audio file could not be turned into samples: `path` says which, `reason` says why."""
 
     def __init__(self, path: str | Path, reason: str):
@@ -32,6 +34,13 @@ class AudioDecodeError(Exception):
 def is_audio_file(path: Path) -> bool:
     """True for a visible file whose extension is a known audio format."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def find_audio_files(folder: Path) -> list[Path]:
+    """The audio files anywhere below `folder`, sorted; hidden files and anything in hidden folders skipped."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*")
+                  if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def load_audio(source: str | Path | bytes | BinaryIO, sample_rate: int) -> np.ndarray:

@@ -3,8 +3,8 @@ segments for evaluation.
 
 Every item starts as the clip's dB mel `(1, n_mels, n_frames)` (index 0 = lowest band), read through melify's
 exact inverse. Training items are random time crops of one segment; evaluation items are all the segments
-that cover the clip, and a clip's prediction is the mean of its segment logits (see `engine.evaluate`). Each
-comes with its clip's context, `model.band_stats` of the standardised clip: of the whole clip for evaluation, of
+that cover the clip, and a clip's prediction is the mean of its segment logits (see `scoring.clip_logits_of`). Each
+comes with its clip's context, `features.band_stats` of the standardised clip: of the whole clip for evaluation, of
 a random stretch of it (at least one segment long) for training, so that the model learns to use partial context.
 """
 from __future__ import annotations
@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from torchvision.datasets import DatasetFolder
 
-from .features import MelConfig, png_to_db, read_mel_png, read_png16
-from .melify import MANIFEST
-from .model import band_stats
+from .features import MelConfig, band_stats, png_to_db, read_mel_png, read_png16
+from .melify import MANIFEST, LayoutError
 from .splits import clip_key
 
 
@@ -191,7 +190,7 @@ class Segmented(torch.utils.data.Dataset):
 def stack_clips(segments: list[torch.Tensor], contexts: list[torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clips' segments [(S_i, 1, M, L)] and contexts [(2M,)] -> one batch: segments (sum S_i, 1, M, L), each
-    segment's clip context (sum S_i, 2M) and clip index (sum S_i,), for `engine.mean_per_clip`."""
+    segment's clip context (sum S_i, 2M) and clip index (sum S_i,), for `scoring.mean_per_clip`."""
     clip_index = torch.cat([torch.full((len(clip),), i, device=clip.device) for i, clip in enumerate(segments)])
     return torch.cat(segments), torch.stack(contexts)[clip_index], clip_index  # contexts (B, 2M) -> (sum S_i, 2M)
 
@@ -223,7 +222,7 @@ def read_mel_config(mel_root: Path) -> MelConfig:
     """The mel parameters a melify output folder was made with (from its melify.json)."""
     manifest = Path(mel_root) / MANIFEST
     if not manifest.exists():
-        raise FileNotFoundError(f"{manifest} is missing: {mel_root} is not melify output "
+        raise LayoutError(f"{manifest} is missing: {mel_root} is not melify output "
                                 f"(run `python -m vitaudio.melify SRC {mel_root}`)")
     return MelConfig(**json.loads(manifest.read_text())["mel_config"])
 

@@ -25,6 +25,7 @@ import csv
 import logging
 import math
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -35,6 +36,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
+
+from .cli_help import DefaultsHelpFormatter
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -354,10 +358,8 @@ def synthesize_clip(class_name: str, clip_index: int, *, seconds: float = 6.0, s
 def _write_clip(class_name: str, clip_index: int, wav_path: Path, seconds: float, seed: int,
                 sample_rate: int) -> Path:
     samples = synthesize_clip(class_name, clip_index, seconds=seconds, seed=seed, sample_rate=sample_rate)
-    # The temp name does not end in .wav, so loaders never pick up a half-written file.
-    tmp_path = wav_path.with_name(f".{wav_path.name}.tmp")
-    sf.write(tmp_path, samples, sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp_path, wav_path)
+    with atomic_path(wav_path) as tmp_path:  # hidden and not ending in .wav: loaders never see half a file
+        sf.write(tmp_path, samples, sample_rate, subtype="PCM_16", format="WAV")
     return wav_path
 
 
@@ -366,7 +368,7 @@ def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 
     """Write `dst/<class>/<class>.<NNNNN>.wav` and `dst/metadata.csv` (clips rendered by `workers` processes);
     return the wav paths.
 
-    Files are written atomically (a hidden `.<name>.tmp` then `os.replace`) and existing files of
+    Files are written atomically (`files.atomic_path`) and existing files of
     the same name are overwritten, so rerunning into a complete or interrupted folder is safe.
     """
     if clips_per_class < 1 or seconds <= 0 or seed < 0 or sample_rate < 8000 or workers < 1:
@@ -384,12 +386,10 @@ def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 
     with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
         written = (pool.map if pool else map)(_write_clip, *zip(*jobs))  # in job order
         wav_paths = list(tqdm(written, total=len(jobs), desc="demo clips", unit="clip", disable=None))
-    tmp_csv = dst / ".metadata.csv.tmp"
-    with tmp_csv.open("w", newline="") as f:
+    with atomic_path(dst / "metadata.csv") as tmp_csv, tmp_csv.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("clip", "class", "group"))
         writer.writerows(rows)
-    os.replace(tmp_csv, dst / "metadata.csv")
     stray = {p for p in dst.glob("*/*.wav")} - set(wav_paths)
     if stray:
         log.warning("%s holds %d wav files not in this demo set (e.g. %s); metadata.csv lists only this set",
@@ -397,14 +397,14 @@ def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 
     return wav_paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vitaudio.demo",
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.demo", formatter_class=DefaultsHelpFormatter,
                                      description="Write the synthetic demo data set (GTZAN layout).")
     parser.add_argument("dst", type=Path, help="output folder; gets one subfolder per class and metadata.csv")
-    parser.add_argument("--clips-per-class", type=int, default=40)
+    parser.add_argument("--clips-per-class", type=int, default=40, help="clips of each style")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each clip")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sample-rate", type=int, default=22050)
+    parser.add_argument("--seed", type=int, default=0, help="the same seed renders the same files")
+    parser.add_argument("--sample-rate", type=int, default=22050, help="Hz")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -416,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     print(f"wrote {len(wav_paths)} clips ({len(CLASSES)} classes x {args.clips_per_class}) "
           f"to {args.dst} in {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,30 +1,28 @@
-"""The training engine: one epoch of training, clip-level evaluation. No argument parsing, no file layout."""
+"""The training engine: one epoch of training, clip-level evaluation, and `fit`, the epoch loop that every model
+trains with (the ViT, each ensemble member, and the benchmark's other contenders). No argument parsing; the only
+files it writes are a run directory's metrics.jsonl, best.pt and last.pt, when it is given one."""
 from __future__ import annotations
 
+import copy
 import math
-from contextlib import nullcontext
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistContext, all_reduce_sum
+from .errors import RunDirError
+from .rundir import append_metrics, rewind_metrics, rng_state, set_rng_state
+from .scoring import autocast, clip_logits_of
 
-def resolve_device(name: str = "auto", index: int = 0) -> torch.device:
-    """"auto" -> cuda when present, else cpu; `index` picks the GPU (torchrun's LOCAL_RANK)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU (use --device auto or cpu)")
-    return torch.device("cuda", index) if name == "cuda" else torch.device(name)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA GPUs that support it (fp16 otherwise); nothing on CPU or when disabled."""
-    if device.type != "cuda" or not enabled:
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+RESUME_KEYS = ("model", "epoch", "optimizer", "scheduler", "rng", "best_epoch", "record")  # what last.pt holds
 
 
 @dataclass
@@ -100,23 +98,6 @@ class EvalResult:
 
 
 @torch.no_grad()
-def clip_logits_of(model: torch.nn.Module, segments: torch.Tensor, contexts: torch.Tensor, clip_index: torch.Tensor,
-                   n_clips: int, batch_size: int = 256) -> torch.Tensor:
-    """Segments (S, 1, M, L) of `n_clips` clips and their contexts (S, 2M) -> clip logits (n_clips, n_classes):
-    the mean of segment logits."""
-    segment_logits = torch.cat([model(chunk, context).float() for chunk, context in
-                                zip(segments.split(batch_size), contexts.split(batch_size))])  # (S, C)
-    return mean_per_clip(segment_logits, clip_index, n_clips)
-
-
-def mean_per_clip(segment_outputs: torch.Tensor, clip_index: torch.Tensor, n_clips: int) -> torch.Tensor:
-    """(S, K) outputs of the segments of `n_clips` clips -> (n_clips, K): each clip's mean."""
-    sums = segment_outputs.new_zeros(n_clips, segment_outputs.shape[1]).index_add_(0, clip_index, segment_outputs)
-    counts = torch.bincount(clip_index, minlength=n_clips).clamp_min(1).unsqueeze(1)  # (n_clips, 1)
-    return sums / counts
-
-
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, *, device: torch.device, amp: bool = False) -> EvalResult:
     """Clip-level loss and accuracy over a loader of `data.collate_segments` batches."""
     model.eval()
@@ -131,3 +112,183 @@ def evaluate(model: torch.nn.Module, loader, *, device: torch.device, amp: bool 
     return EvalResult(loss=float(F.cross_entropy(clip_logits, labels)),
                       accuracy=float((clip_logits.argmax(dim=1) == labels).float().mean()),
                       clip_logits=clip_logits, labels=labels)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Which epoch is the best, and the validation number the lr plateau watches."""
+
+    metric: str  # "loss": the lowest val clip loss; "accuracy": the highest val accuracy, ties to the lower loss
+
+    def __post_init__(self):
+        if self.metric not in ("loss", "accuracy"):
+            raise ValueError(f"Criterion metric must be 'loss' or 'accuracy', not {self.metric!r}")
+
+    @property
+    def mode(self) -> str:
+        """ReduceLROnPlateau's mode for the watched number."""
+        return "min" if self.metric == "loss" else "max"
+
+    def watched(self, val: EvalResult) -> float:
+        return val.loss if self.metric == "loss" else val.accuracy
+
+    def score(self, val: EvalResult) -> list[float]:
+        """Higher is better."""
+        return [-val.loss] if self.metric == "loss" else [val.accuracy, -val.loss]
+
+
+LOWEST_VAL_LOSS, HIGHEST_VAL_ACCURACY = Criterion("loss"), Criterion("accuracy")
+
+
+@dataclass
+class Schedule:
+    """The learning rate over a run: `warmup` stepped after every batch of the first `warmup_epochs` epochs (and
+    after, where it no longer changes the rate), then `plateau` stepped once an epoch on the criterion's number."""
+
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau
+    warmup: torch.optim.lr_scheduler.LRScheduler | None = None
+    warmup_epochs: int = 0
+
+
+def warmup_then_plateau(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, warmup_epochs: int,
+                        criterion: Criterion, factor: float, patience: int) -> Schedule:
+    """A linear warm-up from lr / 100 over `warmup_epochs`, then ReduceLROnPlateau on the criterion's number."""
+    warmup = (torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01,
+                                                total_iters=max(1, warmup_epochs * steps_per_epoch))
+              if warmup_epochs else None)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=criterion.mode, factor=factor,
+                                                         patience=patience)
+    return Schedule(plateau, warmup, warmup_epochs)
+
+
+@dataclass
+class LoopConfig:
+    """How `fit` trains: the length of the run and the training step's options."""
+
+    epochs: int  # the last epoch (also when resuming)
+    patience: int  # early stopping: epochs without a better criterion score
+    criterion: Criterion = LOWEST_VAL_LOSS
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of training batches; 0 = off
+    grad_clip: float | None = None  # max gradient norm
+    amp: bool = False  # mixed precision (CUDA)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int  # 0 when no epoch was trained
+    last_epoch: int  # the last epoch trained (earlier runs of a resumed run included)
+    stopped_by: str  # "epochs", "early stop" or "stop hook"
+
+
+def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
+        loop: LoopConfig, *, device: torch.device, run_dir: Path | None = None, header: dict | None = None,
+        resume: bool = False, dist: DistContext = DistContext(), stop: Callable[[int], bool] | None = None,
+        on_epoch: Callable[[dict], None] | None = None, log: bool = True) -> FitResult:
+    """Train `model` epoch by epoch and leave it with the best epoch's weights.
+
+    Each epoch trains on `train_loader`, scores `val_loader` clip by clip, steps the schedule and keeps the best
+    weights by `loop.criterion`; training ends at `loop.epochs`, after `loop.patience` epochs without a better
+    score, or when `stop(epoch)` (asked before each epoch) says so. With a `run_dir`, rank 0 appends each epoch's
+    record to metrics.jsonl and writes best.pt and last.pt (`header` + weights + the state `resume=True` continues
+    from, exactly); `on_epoch` gets each record.
+    """
+    scaler = (torch.amp.GradScaler("cuda") if loop.amp and device.type == "cuda"
+              and not torch.cuda.is_bf16_supported() else None)
+    start_epoch, best_score, best_epoch, best_weights = 1, None, 0, None
+    if resume:
+        start_epoch, best_score, best_epoch = _resume(run_dir, model, optimizer, schedule, loop.criterion, dist)
+        if log and dist.is_main:
+            print(f"resuming at epoch {start_epoch} in {run_dir}")
+    trained = DistributedDataParallel(model) if dist.enabled else model
+    sampler = train_loader.sampler if isinstance(train_loader.sampler, DistributedSampler) else None
+    stopped_by, last_epoch = "epochs", start_epoch - 1
+    if resume and last_epoch - best_epoch >= loop.patience:
+        stopped_by, start_epoch = "early stop", loop.epochs + 1  # it had stopped early: not one more epoch
+    for epoch in range(start_epoch, loop.epochs + 1):
+        if stop is not None and stop(epoch):
+            stopped_by = "stop hook"
+            break
+        start = time.time()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        stats = train_one_epoch(trained, train_loader, optimizer, device=device, warmup=schedule.warmup,
+                                amp=loop.amp, scaler=scaler, label_smoothing=loop.label_smoothing,
+                                mixup_alpha=loop.mixup, grad_clip=loop.grad_clip, epoch=epoch,
+                                progress=log and dist.is_main)
+        loss_sum, n_correct, n_seen = all_reduce_sum([stats.loss_sum, stats.n_correct, stats.n_seen], dist)
+        val = evaluate(model, val_loader, device=device, amp=loop.amp)  # every rank: same weights, same result
+        if epoch > schedule.warmup_epochs:
+            schedule.plateau.step(loop.criterion.watched(val))
+        score = loop.criterion.score(val)
+        improved = best_score is None or score > best_score
+        if improved:
+            best_score, best_epoch = score, epoch
+            best_weights = None if run_dir else copy.deepcopy(model.state_dict())
+        record = {"epoch": epoch, "train_loss": loss_sum / n_seen, "train_acc": n_correct / n_seen,
+                  "val_loss": val.loss, "val_acc": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": time.time() - start}
+        if run_dir is not None and dist.is_main:
+            _save_epoch(run_dir, model, optimizer, schedule, header or {}, record, best_score, best_epoch, improved)
+        if log and dist.is_main:
+            print(epoch_line(record, loop.epochs, improved), flush=True)
+        last_epoch = epoch
+        if on_epoch is not None:
+            on_epoch(record)
+        if epoch - best_epoch >= loop.patience:
+            if log and dist.is_main:
+                print(f"early stop: no better val {loop.criterion.metric} for {loop.patience} epochs")
+            stopped_by = "early stop"
+            break
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    elif run_dir is not None and best_epoch:
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device, required=("model",))["model"])
+    return FitResult(best_epoch=best_epoch, last_epoch=last_epoch, stopped_by=stopped_by)
+
+
+def epoch_line(record: dict, epochs: int, improved: bool) -> str:
+    """The log line of an epoch's record; a star marks a new best."""
+    return (f"epoch {record['epoch']:3d}/{epochs}  train loss {record['train_loss']:.3f} acc {record['train_acc']:.3f}"
+            f"  val loss {record['val_loss']:.3f} acc {record['val_acc']:.3f}  lr {record['lr']:.1e}  "
+            f"{record['seconds']:.1f} s" + ("  *" if improved else ""))
+
+
+def _save_epoch(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
+                header: dict, record: dict, best_score: list[float], best_epoch: int, improved: bool) -> None:
+    """metrics.jsonl's line, best.pt when the epoch improved, and last.pt, written last: it defines the resume
+    point (`rundir.rewind_metrics` drops lines past it)."""
+    state = {"epoch": record["epoch"], "optimizer": optimizer.state_dict(), "scheduler": schedule.plateau.state_dict(),
+             "rng": rng_state(), "best_score": best_score, "best_epoch": best_epoch}
+    if schedule.warmup is not None:
+        state["warmup"] = schedule.warmup.state_dict()
+    if best_score and len(best_score) == 1:
+        state["best_val_loss"] = -best_score[0]  # how checkpoints of the lowest-val-loss criterion have said it
+    checkpoint = {**header, "model": model.state_dict(), **state}
+    append_metrics(run_dir, record)
+    if improved:
+        save_checkpoint(run_dir / "best.pt", checkpoint)
+    save_checkpoint(run_dir / "last.pt", {**checkpoint, "record": record})
+
+
+def _resume(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
+            criterion: Criterion, dist: DistContext) -> tuple[int, list[float], int]:
+    """Load last.pt's weights, optimizer, schedule and RNG state; rewind metrics.jsonl to it (rank 0);
+    -> (first epoch to train, best score, best epoch)."""
+    # On the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the model's device.
+    last = load_checkpoint(run_dir / "last.pt", required=RESUME_KEYS)
+    if last["scheduler"]["mode"] != schedule.plateau.mode:
+        raise RunDirError(f"{run_dir}: this run's lr schedule watched val "
+                          f"{'loss' if last['scheduler']['mode'] == 'min' else 'accuracy'}, this vitaudio's watches "
+                          f"val {criterion.metric}, so it can't be resumed; start a new run (--init-from its best.pt "
+                          f"to reuse the weights).")
+    model.load_state_dict(last["model"])
+    optimizer.load_state_dict(last["optimizer"])
+    if schedule.warmup is not None:
+        schedule.warmup.load_state_dict(last["warmup"])
+    schedule.plateau.load_state_dict(last["scheduler"])
+    set_rng_state(last["rng"])
+    best_score = last.get("best_score") or [-last["best_val_loss"]]  # runs saved before best_score was
+    if dist.is_main:
+        rewind_metrics(run_dir, last["record"])
+    return last["epoch"] + 1, best_score, last["best_epoch"]

@@ -1,34 +1,26 @@
 """`python -m vitaudio.evaluate CHECKPOINT ROOT [--split-file F]`: score a checkpoint on a folder of clips.
 
-ROOT holds audio class folders (converted with the checkpoint's mel parameters into `ROOT.mel-<hash>/`) or
-melify output. All clips are scored, or only the `--split` (default test) of `--split-file`. Writes the same
-test_report.json, test_predictions.csv and confusion_matrix.png as training does.
+ROOT holds audio class folders (converted with the checkpoint's mel parameters, or an earlier conversion reused)
+or melify output. All clips are scored, or only the `--split` (default test) of `--split-file`. Writes the same
+test_report.json, test_predictions.csv and confusion_matrix.png as training does, into `--out` or a new
+`eval-<ROOT name>/` folder next to the checkpoint (`eval-<ROOT name>-2/`, ... when it exists), and prints it.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .cli_help import DefaultsHelpFormatter
 from .data import MelClips, SegmentRule, Standardize, segment_loader, source_paths
-from .engine import EvalResult, evaluate, resolve_device
+from .engine import evaluate
+from .errors import VitaudioError
 from .features import MelConfig
 from .melify import LayoutError, cached_melify
-from .plots import plot_confusion_matrix
-from .report import classification_report, write_predictions
+from .report import write_test_outputs
+from .scoring import resolve_device
 from .splits import SPLITS, read_split_file
-
-
-def write_test_outputs(out_dir: Path, result: EvalResult, clips: list[str], classes: list[str]) -> dict:
-    """test_report.json, test_predictions.csv and confusion_matrix.png for scored clips; returns the report."""
-    report = classification_report(result.clip_logits, result.labels, classes)
-    (out_dir / "test_report.json").write_text(json.dumps(report, indent=1))
-    write_predictions(out_dir / "test_predictions.csv", clips, result.clip_logits, result.labels, classes)
-    plot_confusion_matrix(report["confusion_matrix"], classes, out_dir / "confusion_matrix.png")
-    return report
 
 
 def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path | None = None, split: str = "test",
@@ -53,29 +45,42 @@ def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path |
     loader = segment_loader(clips, SegmentRule(**checkpoint["segment"]), Standardize(**checkpoint["normalization"]),
                             batch_size=batch_size)
     result = evaluate(model, loader, device=torch_device)
-    out_dir = Path(out) if out else checkpoint_path.parent / f"eval-{Path(root).name}"
+    out_dir = Path(out) if out else new_eval_dir(checkpoint_path.parent, Path(root).name)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = source_paths(mel_root)
-    report = write_test_outputs(out_dir, result, [paths.get(k, k) for k in clips.keys], classes)
+    report = write_test_outputs(out_dir, result.clip_logits, result.labels, [paths.get(k, k) for k in clips.keys],
+                                classes, checkpoint=str(checkpoint_path), root=str(root))
     print(f"accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} clips; "
           f"reports in {out_dir}")
     return report
 
 
+def new_eval_dir(parent: Path, root_name: str) -> Path:
+    """parent/eval-<root name>/, or eval-<root name>-2/, -3/, ... when it exists: a second evaluation never
+    overwrites the reports of the first."""
+    candidate, n = parent / f"eval-{root_name}", 1
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"eval-{root_name}-{n}"
+    return candidate
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitaudio.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("root", type=Path, help="audio class folders or melify output")
     parser.add_argument("--split-file", type=Path, help="score only one split of this JSON/CSV split file")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split of --split-file")
-    parser.add_argument("--out", type=Path, help="folder for the reports (default: next to the checkpoint)")
+    parser.add_argument("--out", type=Path, help="folder for the reports (default: a new eval-<ROOT name>/ next to "
+                                                 "the checkpoint; -2, -3, ... when that exists)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--workers", type=int, help="melify processes")
+    parser.add_argument("--workers", type=int, help="melify processes (default: all cores)")
     args = parser.parse_args(argv)
     try:
         evaluate_checkpoint(args.checkpoint, args.root, split_file=args.split_file, split=args.split, out=args.out,
                             device=args.device, workers=args.workers)
-    except (LayoutError, ValueError, FileNotFoundError) as err:
+    except VitaudioError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import zlib
 from dataclasses import asdict, dataclass
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .files import atomic_path
 
 PNG_DB_MIN, PNG_DB_MAX = -160.0, 0.0
 PNG_DB_STEP = (PNG_DB_MAX - PNG_DB_MIN) / 65535
@@ -108,6 +109,14 @@ def log_mel(samples, config: MelConfig):
     return mel_db.numpy() if as_numpy else mel_db
 
 
+def band_stats(mel):
+    """(B, 1, M, T) -> (B, 2M): each mel band's mean over time, then each band's std over time: the clip
+    statistics the model's context token is made from."""
+    import torch
+
+    return torch.cat([mel.mean(dim=-1), mel.std(dim=-1, unbiased=False)], dim=-1).flatten(1)  # (B, 1, 2M) -> (B, 2M)
+
+
 def db_to_png(mel_db: np.ndarray) -> np.ndarray:
     """(n_mels, n_frames) dB -> (n_mels, n_frames) uint16 image, lowest band in the bottom row."""
     scaled = (np.clip(mel_db, PNG_DB_MIN, PNG_DB_MAX) - PNG_DB_MIN) / PNG_DB_STEP
@@ -140,14 +149,9 @@ def encode_png16(image: np.ndarray) -> bytes:
 
 
 def write_mel_png(path: Path, mel_db: np.ndarray) -> None:
-    """Write `mel_db` as a 16-bit PNG atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write `mel_db` as a 16-bit PNG, atomically."""
+    with atomic_path(path) as tmp_path:
         tmp_path.write_bytes(encode_png16(db_to_png(mel_db)))
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def read_mel_png(path: Path) -> np.ndarray:

@@ -3,7 +3,7 @@
 Every clip takes the evaluation's path, reusing its functions: decode (`audio.load_audio`) -> log-mel dB of the
 whole clip (`features.log_mel`, the function melify made the training images with) -> standardise with the
 training statistics (`data.Standardize`) -> cut into the checkpoint's segments (`data.cut_segments`), each scored
-with the whole clip's context (`data.clip_context`) -> segment logits -> their mean (`engine.mean_per_clip`).
+with the whole clip's context (`data.clip_context`) -> segment logits -> their mean (`scoring.mean_per_clip`).
 Scores are the softmax of the clip logits over all classes.
 """
 from __future__ import annotations
@@ -20,15 +20,16 @@ from torch import Tensor
 from .audio import AudioDecodeError, load_audio, resample
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import SegmentRule, Standardize, clip_context, cut_segments, stack_clips
-from .engine import mean_per_clip, resolve_device
+from .errors import VitaudioError
 from .features import MelConfig, log_mel
 from .model import ViT, ViTEnsemble
+from .scoring import mean_per_clip, resolve_device
 
 # What one input may be: a path, the bytes of a file, 1-D samples at the model's rate, {"sampling_rate", "array"}.
 AudioInput = str | Path | bytes | np.ndarray | dict
 
 
-class InputError(ValueError):
+class InputError(VitaudioError, ValueError):
     """An input cannot be scored; the message names it and says what to pass instead."""
 
 

@@ -22,8 +22,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 from . import __version__
-from .audio import AudioDecodeError, is_audio_file, load_audio
+from .audio import AudioDecodeError, find_audio_files, is_audio_file, load_audio
+from .cli_help import DefaultsHelpFormatter
+from .errors import VitaudioError
 from .features import PNG_DB_MAX, PNG_DB_MIN, MelConfig, log_mel, write_mel_png
+from .files import write_text_atomic
 
 MANIFEST = "melify.json"
 GTZAN_FOLDERS = ("genres_original", "genres")  # what the GTZAN archives unpack into
@@ -33,7 +36,7 @@ CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
 CLIPS_PER_WORKER_MIN = 250
 
 
-class LayoutError(ValueError):
+class LayoutError(VitaudioError, ValueError):
     """SRC or DST is not laid out as melify expects; the message says what is expected."""
 
 
@@ -70,7 +73,7 @@ def find_class_root(src: Path) -> Path:
         if len(wrappers) != 1:
             break
         folder = wrappers[0]
-    if any(_audio_files(p) for p in _subfolders(src)):  # classes whose clips sit in deeper folders
+    if any(find_audio_files(p) for p in _subfolders(src)):  # classes whose clips sit in deeper folders
         return src
     raise LayoutError(
         f"{src} has no class folders with audio in them. Expected one folder per class, e.g. "
@@ -79,12 +82,6 @@ def find_class_root(src: Path) -> Path:
 
 def _subfolders(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-
-
-def _audio_files(folder: Path) -> list[Path]:
-    """Audio files anywhere below `folder`, skipping hidden files and folders, sorted."""
-    return sorted(p for p in folder.rglob("*")
-                  if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _convert(task: tuple[Path, Path, MelConfig]) -> tuple[str, float | None, str | None]:
@@ -144,9 +141,7 @@ def _write_manifest(dst: Path, config: MelConfig, class_root: Path, records: lis
         "source_root": str(class_root.resolve()),
         "files": records,
     }
-    tmp_path = dst / f".{MANIFEST}.tmp"
-    tmp_path.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp_path, dst / MANIFEST)
+    write_text_atomic(dst / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: int | None = None,
@@ -164,7 +159,7 @@ def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: in
 
     records, tasks, outputs_seen = [], [], {}
     for class_dir in _subfolders(class_root):
-        for source in _audio_files(class_dir):
+        for source in find_audio_files(class_dir):
             rel_source = source.relative_to(class_root)
             rel_output = rel_source.with_suffix(".png")
             record = {"source": rel_source.as_posix(), "output": rel_output.as_posix(),
@@ -195,9 +190,10 @@ def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: in
     return MelifyReport(records)
 
 
-def cached_melify(root: Path, config: MelConfig, workers: int | None = None) -> Path:
-    """Melify output for `root`: root itself when it is melify output made with `config`, else its cache
-    `ROOT.mel-<hash of config>` next to it, made or completed now."""
+def cached_melify(root: Path, config: MelConfig, workers: int | None = None, *, progress: bool = True) -> Path:
+    """Melify output for `root`: root itself when it is melify output made with `config`; else a melify output of
+    `root` with the same parameters next to it (`melify root root.mel`, say), completed now; else its cache
+    `ROOT.mel-<hash of config>` next to it, made now."""
     root = Path(root)
     if (root / MANIFEST).exists():
         made_with = json.loads((root / MANIFEST).read_text()).get("mel_config")
@@ -206,11 +202,30 @@ def cached_melify(root: Path, config: MelConfig, workers: int | None = None) -> 
                               f"({config.to_dict()}): pass the audio folder instead, and it is converted again")
         return root
     mel_root = root.parent / f"{root.name}.mel-{config.fingerprint()}"
-    report = melify(root, mel_root, config, workers=workers)
+    if not mel_root.exists():
+        earlier = earlier_outputs(root, config)
+        if earlier:
+            mel_root = earlier[0]
+            print(f"melify: reusing {mel_root}, made from {root} with the same mel parameters", file=sys.stderr)
+    report = melify(root, mel_root, config, workers=workers, progress=progress)
     print(f"melify {root} -> {mel_root}: {report.summary()}", file=sys.stderr)
     if not report.n_ok:
         raise LayoutError(f"no clip of {root} could be converted: see {mel_root / MANIFEST}")
     return mel_root
+
+
+def earlier_outputs(root: Path, config: MelConfig) -> list[Path]:
+    """The folders next to `root` that hold melify output of it made with `config`, sorted."""
+    source = str(find_class_root(root).resolve())
+    found = []
+    for folder in sorted(p for p in Path(root).resolve().parent.iterdir() if (p / MANIFEST).is_file()):
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except ValueError:
+            continue  # not ours to judge here: melify reports it when that folder is its DST
+        if manifest.get("source_root") == source and manifest.get("mel_config") == config.to_dict():
+            found.append(folder)
+    return found
 
 
 def _run(tasks: list, workers: int):
@@ -233,20 +248,26 @@ def _duration(source: Path) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = MelConfig()
-    parser = argparse.ArgumentParser(prog="python -m vitaudio.melify", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.melify", description=__doc__.split("\n\n")[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("src", type=Path, help="folder of class folders of audio (e.g. data/gtzan)")
     parser.add_argument("dst", type=Path, help="output folder for the PNGs and melify.json")
+    helps = {"sample_rate": "audio is resampled to this rate (Hz)", "n_fft": "STFT window length in samples",
+             "hop_length": "samples between frames", "n_mels": "mel bands (image height)",
+             "fmin": "lowest mel band edge (Hz)", "fmax": "highest mel band edge (Hz) (default: sample rate / 2)",
+             "top_db": "dB floor below each clip's maximum"}
     for f in fields(MelConfig):
         kind = int if f.type == "int" else float
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name),
-                            metavar=kind.__name__.upper())
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+                            metavar=kind.__name__.upper(), help=helps[f.name])
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores; one process "
+                                                                  f"per {CLIPS_PER_WORKER_MIN} clips at most)")
     parser.add_argument("--overwrite", action="store_true", help="convert again everything, whatever DST holds")
     args = parser.parse_args(argv)
     try:
         config = MelConfig(**{f.name: getattr(args, f.name) for f in fields(MelConfig)})
         report = melify(args.src, args.dst, config, workers=args.workers, overwrite=args.overwrite)
-    except (LayoutError, ValueError) as err:
+    except (VitaudioError, ValueError) as err:  # ValueError: MelConfig's own checks of the flags
         print(f"melify: error: {err}", file=sys.stderr)
         return 2
     print(f"{report.summary()} (see {args.dst / MANIFEST})")

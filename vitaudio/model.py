@@ -8,8 +8,9 @@ time-patch index, computed for the actual patch grid (F', T') of each input. Why
 With pool == "cls" a learnable class token, without position embedding, is prepended to the patch tokens.
 
 With clip_context, a context token is prepended too: a linear map of each mel band's mean and std over the whole
-(standardised) clip the segment comes from (`band_stats`). A segment is a few seconds; the token tells every patch
-what the clip sounds like over its whole length, which a model that averages segment logits never sees otherwise.
+(standardised) clip the segment comes from (`features.band_stats`). A segment is a few seconds; the token tells
+every patch what the clip sounds like over its whole length, which a model that averages segment logits never
+sees otherwise.
 Given no context, a segment is its own clip.
 """
 
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .features import band_stats
 
 
 @dataclass
@@ -114,11 +117,6 @@ def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], *, device: torch.device
     )  # (F', T') each
     embed = torch.cat([embed_1d(freq_index.flatten()), embed_1d(time_index.flatten())], dim=1)  # (F'*T', dim)
     return embed.to(dtype) if dtype is not None else embed
-
-
-def band_stats(mel: Tensor) -> Tensor:
-    """(B, 1, M, T) -> (B, 2M): each mel band's mean over time, then each band's std over time (the context)."""
-    return torch.cat([mel.mean(dim=-1), mel.std(dim=-1, unbiased=False)], dim=-1).flatten(1)  # (B, 1, 2M) -> (B, 2M)
 
 
 class PatchEmbedding(nn.Module):
@@ -337,7 +335,7 @@ class ViT(nn.Module):
             context = band_stats(mel_db) if context is None else context  # (B, 2M)
             if context.shape != (mel_db.shape[0], 2 * self.config.n_mels):
                 raise ValueError(f"context has shape {tuple(context.shape)}; expected (batch, 2 * n_mels) = "
-                                 f"{(mel_db.shape[0], 2 * self.config.n_mels)} (model.band_stats of the clip)")
+                                 f"{(mel_db.shape[0], 2 * self.config.n_mels)} (features.band_stats of the clip)")
             context_token = self.context_proj(context.to(tokens.dtype)).unsqueeze(1)  # (B, 2M) -> (B, 1, D)
             tokens = torch.cat([context_token, tokens], dim=1)  # (B, N, D) -> (B, 1 + N, D)
         if self.cls_token is not None:

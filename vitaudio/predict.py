@@ -14,18 +14,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .audio import AudioDecodeError, is_audio_file
-from .checkpoint import CheckpointError
+from .audio import AudioDecodeError, find_audio_files
+from .cli_help import DefaultsHelpFormatter
+from .errors import VitaudioError
 from .inference import AudioClassifier, InputError
 
 
 def collect_files(paths: list[Path]) -> tuple[list[Path], list[dict]]:
-    """Files as given and the audio files below folders (sorted, hidden ones skipped) -> (files, error records)."""
+    """Files as given and the audio files below folders (sorted, hidden ones skipped), each file once however it
+    was named -> (files, error records)."""
     files, errors = [], []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = find_audio_files(path)
             if not found:
                 print(f"predict: no audio files in {path}", file=sys.stderr)
             files.extend(found)
@@ -33,7 +34,10 @@ def collect_files(paths: list[Path]) -> tuple[list[Path], list[dict]]:
             files.append(path)
         else:
             errors.append({"path": str(path), "error": "no such file or folder"})
-    return files, errors
+    unique = {}  # resolved path -> the path as first named
+    for path in files:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values()), errors
 
 
 def classify(classifier: AudioClassifier, files: list[Path], top_k: int, batch_size: int | None = None,
@@ -74,19 +78,20 @@ def write_csv(records: list[dict], out) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitaudio.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.predict", description=__doc__.split("\n\n")[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt")
     parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="audio files or folders of them")
-    parser.add_argument("--top-k", type=int, default=5, help="labels per file (default 5; capped at the classes)")
-    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--top-k", type=int, default=5, help="labels per file, capped at the classes")
+    parser.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
     parser.add_argument("--batch-size", type=int, default=32, help="segments per forward pass")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if any")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be >= 1, got {args.top_k}")
     try:
         classifier = AudioClassifier.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
-    except (CheckpointError, RuntimeError) as err:
+    except VitaudioError as err:
         print(f"predict: error: {err}", file=sys.stderr)
         return 2
     files, missing = collect_files(args.paths)

@@ -1,10 +1,14 @@
-"""Clip-level test reports: accuracy, per-class precision/recall/F1, confusion matrix, per-clip predictions."""
+"""Clip-level test reports: accuracy, per-class precision/recall/F1, confusion matrix, per-clip predictions,
+and the files training and `evaluate` write from them."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import torch
+
+from .plots import plot_confusion_matrix
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -38,3 +42,14 @@ def write_predictions(path: Path, clips: list[str], clip_logits: torch.Tensor, l
         for clip, label, top_scores, top_indices in zip(clips, labels.tolist(), scores.tolist(), indices.tolist()):
             ranked = [value for i, s in zip(top_indices, top_scores) for value in (classes[i], f"{s:.4f}")]
             writer.writerow([clip, classes[label], classes[top_indices[0]], *ranked])
+
+
+def write_test_outputs(out_dir: Path, clip_logits: torch.Tensor, labels: torch.Tensor, clips: list[str],
+                       classes: list[str], **extra) -> dict:
+    """test_report.json (the report and `extra`), test_predictions.csv and confusion_matrix.png for scored clips;
+    returns the report."""
+    report = {**classification_report(clip_logits, labels, classes), **extra}
+    (out_dir / "test_report.json").write_text(json.dumps(report, indent=1))
+    write_predictions(out_dir / "test_predictions.csv", clips, clip_logits, labels, classes)
+    plot_confusion_matrix(report["confusion_matrix"], classes, out_dir / "confusion_matrix.png")
+    return report

@@ -14,7 +14,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from .errors import VitaudioError
+
 SPLITS = ("train", "val", "test")
+
+
+class SplitError(VitaudioError, ValueError):
+    """A split file or a groups file does not fit the data; the message names the file and the clip."""
 
 
 def clip_key(clip_path: str) -> str:
@@ -42,7 +48,7 @@ def make_split(keys: list[str], labels: list[int], groups: dict[str, str] | None
     if groups is not None:
         missing = [k for k in keys if k not in groups]
         if missing:
-            raise ValueError(f"{len(missing)} clips have no group in the groups file, e.g. {missing[0]!r}")
+            raise SplitError(f"{len(missing)} clips have no group in the groups file, e.g. {missing[0]!r}")
     group_of = {k: groups[k] if groups is not None else k for k in keys}
     clips_of_group: dict[str, list[str]] = defaultdict(list)
     label_votes: dict[str, list[int]] = defaultdict(list)
@@ -76,13 +82,13 @@ def read_split_file(path: Path) -> dict[str, list[str]]:
         with open(path, newline="") as file:
             for row in csv.DictReader(file):
                 if row.get("split") not in split:
-                    raise ValueError(f"{path}: split must be one of {SPLITS}, got {row.get('split')!r} "
+                    raise SplitError(f"{path}: split must be one of {SPLITS}, got {row.get('split')!r} "
                                      f"(the CSV needs columns clip,split)")
                 split[row["split"]].append(row["clip"])
     else:
         split = json.loads(path.read_text())
         if not isinstance(split, dict) or not set(split) <= set(SPLITS):
-            raise ValueError(f"{path}: expected a JSON object with keys {SPLITS}")
+            raise SplitError(f"{path}: expected a JSON object with keys {SPLITS}")
     return {name: sorted(clip_key(c) for c in split.get(name, [])) for name in SPLITS}
 
 
@@ -92,13 +98,13 @@ def check_split(split: dict[str, list[str]], known_keys: set[str], source: str) 
     for name in SPLITS:
         for key in split[name]:
             if key in seen:
-                raise ValueError(f"{source}: clip {key!r} is in both {seen[key]} and {name}")
+                raise SplitError(f"{source}: clip {key!r} is in both {seen[key]} and {name}")
             seen[key] = name
     unknown = sorted(set(seen) - known_keys)
     if unknown:
-        raise ValueError(f"{source}: {len(unknown)} clips are not in the data root, e.g. {unknown[0]!r}")
+        raise SplitError(f"{source}: {len(unknown)} clips are not in the data root, e.g. {unknown[0]!r}")
     if not split["train"] or not split["val"]:
-        raise ValueError(f"{source}: the train and val splits must not be empty")
+        raise SplitError(f"{source}: the train and val splits must not be empty")
 
 
 def write_split_file(path: Path, split: dict[str, list[str]], path_of_key: dict[str, str]) -> None:

@@ -1,0 +1,115 @@
+"""engine.fit: the one epoch loop every model trains with (ViT members and the benchmark's other contenders)."""
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vitaudio.data import collate_segments
+from vitaudio.engine import HIGHEST_VAL_ACCURACY, LOWEST_VAL_LOSS, LoopConfig, Schedule, fit, warmup_then_plateau
+from vitaudio.rundir import read_metrics
+
+
+class Linear(nn.Module):
+    """Any module from (segments (B, 1, M, T), context (B, 2M)) to logits trains through fit."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, mel, context):
+        return self.fc(mel.mean(dim=(1, 3)))  # (B, 1, 4, T) -> (B, 4) -> (B, 2)
+
+
+def loaders(seed: int = 0):
+    """Two separable classes: the sign of the mel's mean."""
+    generator = torch.Generator().manual_seed(seed)
+    mels = torch.randn(64, 1, 4, 8, generator=generator)
+    labels = (mels.mean(dim=(1, 2, 3)) > 0).long()
+    context = torch.zeros(8)
+    train = DataLoader([((mel, context), int(y)) for mel, y in zip(mels[:48], labels[:48])], batch_size=8,
+                       shuffle=True)
+    val = DataLoader([(mel[None], context, int(y)) for mel, y in zip(mels[48:], labels[48:])], batch_size=4,
+                     collate_fn=collate_segments)
+    return train, val
+
+
+def make(criterion=LOWEST_VAL_LOSS, warmup_epochs=1):
+    torch.manual_seed(0)
+    model = Linear()
+    train, val = loaders()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+    schedule = warmup_then_plateau(optimizer, steps_per_epoch=len(train), warmup_epochs=warmup_epochs,
+                                   criterion=criterion, factor=0.5, patience=1)
+    return model, train, val, optimizer, schedule
+
+
+def test_fit_trains_any_module_and_leaves_it_with_the_best_epochs_weights():
+    model, train, val, optimizer, schedule = make()
+    records, weights = [], {}
+
+    def on_epoch(record):
+        records.append(record)
+        weights[record["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = fit(model, train, val, optimizer, schedule, LoopConfig(epochs=6, patience=10), device=torch.device("cpu"),
+                 on_epoch=on_epoch, log=False)
+    assert [r["epoch"] for r in records] == list(range(1, 7)) and result.last_epoch == 6
+    assert result.best_epoch == min(records, key=lambda r: r["val_loss"])["epoch"]
+    assert records[-1]["val_acc"] > 0.8  # it learned
+    assert all(torch.equal(v, weights[result.best_epoch][k]) for k, v in model.state_dict().items())
+
+
+def test_fit_asks_the_stop_hook_before_every_epoch_and_stops_when_it_says_so():
+    model, train, val, optimizer, schedule = make()
+    asked = []
+    result = fit(model, train, val, optimizer, schedule, LoopConfig(epochs=10, patience=10),
+                 device=torch.device("cpu"), stop=lambda epoch: asked.append(epoch) or epoch > 3, log=False)
+    assert asked == [1, 2, 3, 4] and result.last_epoch == 3 and result.stopped_by == "stop hook"
+
+
+def test_fit_stops_early_after_patience_epochs_without_a_better_score():
+    model, train, val, optimizer, schedule = make()
+    optimizer.param_groups[0]["lr"] = 0.0  # nothing changes, so nothing improves after epoch 1
+    schedule.warmup = None
+    result = fit(model, train, val, optimizer, schedule, LoopConfig(epochs=20, patience=3),
+                 device=torch.device("cpu"), log=False)
+    assert (result.best_epoch, result.last_epoch, result.stopped_by) == (1, 4, "early stop")
+
+
+def test_highest_accuracy_criterion_watches_accuracy_and_breaks_ties_by_loss():
+    model, train, val, optimizer, schedule = make(HIGHEST_VAL_ACCURACY, warmup_epochs=0)
+    records = []
+    result = fit(model, train, val, optimizer, Schedule(schedule.plateau), LoopConfig(
+        epochs=5, patience=10, criterion=HIGHEST_VAL_ACCURACY), device=torch.device("cpu"),
+        on_epoch=records.append, log=False)
+    assert schedule.plateau.mode == "max"
+    best = max(records, key=lambda r: (r["val_acc"], -r["val_loss"]))
+    assert result.best_epoch == best["epoch"]
+
+
+def test_fit_with_a_run_dir_resumes_exactly_where_it_stopped(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    for run_dir in (straight, interrupted):
+        run_dir.mkdir()
+    model, train, val, optimizer, schedule = make()
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10), device=torch.device("cpu"),
+        run_dir=straight, log=False)
+    model, train, val, optimizer, schedule = make()
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=2, patience=10), device=torch.device("cpu"),
+        run_dir=interrupted, log=False)
+    with open(interrupted / "metrics.jsonl", "a") as file:  # killed after this line, before last.pt was written
+        file.write(json.dumps({"epoch": 3, "val_loss": 0.0}) + "\n")
+    model, train, val, optimizer, schedule = make()
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10), device=torch.device("cpu"),
+        run_dir=interrupted, resume=True, log=False)
+    drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(straight)]
+    assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(interrupted)]
+
+
+def test_criterion_names_are_checked():
+    from vitaudio.engine import Criterion
+
+    with pytest.raises(ValueError, match="'loss' or 'accuracy'"):
+        Criterion("f1")

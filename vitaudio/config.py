@@ -1,0 +1,118 @@
+"""A training run's configuration, `TrainConfig`, and the command line that fills it (`python train.py --help`)."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from .cli_help import DefaultsHelpFormatter
+from .errors import ConfigError
+from .model import PRESETS
+from .rundir import has_resume_state, read_saved_config
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as config.json and inside every checkpoint."""
+
+    root: str | None = None  # audio class folders or melify output; None = the demo set in data/demo
+    model: str = "mini"  # ViT preset (model.PRESETS); mini meets the CPU inference targets and beat tiny on real music
+    epochs: int = 150  # total epochs (also when resuming); early stopping may end sooner
+    batch_size: int = 32  # per process
+    lr: float = 1e-3  # AdamW peak learning rate, reached after the warm-up
+    weight_decay: float = 0.05
+    warmup_epochs: int = 3  # linear warm-up from lr / 100; ReduceLROnPlateau takes over after it
+    plateau_patience: int = 8  # epochs without a lower val clip loss before the lr is cut
+    plateau_factor: float = 0.3  # the cut
+    patience: int = 20  # early stopping: epochs without a lower val clip loss
+    segment_seconds: float = 3.0  # training crop and evaluation segment length
+    label_smoothing: float = 0.1
+    mixup: float = 0.3  # Beta(alpha, alpha) mixup of training batches; 0 = off
+    grad_clip: float = 1.0  # max gradient norm
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool | None = None  # mixed precision; None = on for CUDA
+    workers: int | None = None  # data-loading processes; None = 0 on CPU, up to 8 on CUDA
+    out: str | None = None  # the run directory; None = runs/<timestamp>
+    seed: int = 0  # model init, crops, masks, batch order
+    split_seed: int = 0  # the train/val/test split, kept apart from `seed` so runs can share a split
+    split_file: str | None = None  # JSON {"train": [...], ...} or CSV clip,split
+    groups: str | None = None  # CSV clip,group; None = ROOT/metadata.csv when it has those columns
+    init_from: str | None = None  # checkpoint to fine-tune from (head re-initialised when classes differ)
+    members: int = 2  # models trained one after another, seeds seed, seed + 1, ...; they predict by their mean logits
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first out-of-range option (before anything is written)."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "members": self.members,
+                    "segment_seconds": self.segment_seconds, "patience": self.patience}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be greater than 0")
+        for name in ("mixup", "weight_decay", "label_smoothing", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must not be negative")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers {self.workers}: must not be negative")
+        if self.model not in PRESETS:
+            raise ConfigError(f"--model {self.model}: not a preset (choose from {', '.join(sorted(PRESETS))})")
+
+    def loader_workers(self, device: torch.device) -> int:
+        """--workers as given; by default none on the CPU (the clips are decoded once, in RAM), up to 8 for CUDA."""
+        if self.workers is not None:
+            return self.workers
+        return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Clips per validation and test batch: each clip is many segments, so a quarter of the training batch."""
+        return max(1, self.batch_size // 4)
+
+    def amp_on(self, device: torch.device) -> bool:
+        """--amp as given; by default on for CUDA."""
+        return device.type == "cuda" if self.amp is None else self.amp
+
+
+def config_of_run(run_dir: Path, epochs: int | None = None) -> TrainConfig:
+    """The config a run in `run_dir` was started with, `epochs` the new total when given."""
+    saved = read_saved_config(run_dir)["train"]
+    # runs from before --members had one model
+    return TrainConfig(**{"members": 1, **saved, "epochs": epochs or saved["epochs"]})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]:
+    """Flags -> (config, run directory to resume or None). A resumed run keeps its config but --epochs."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python train.py", formatter_class=DefaultsHelpFormatter,
+                                     description="Train a spectrogram ViT on audio class folders (or melify "
+                                                 "output) and test it once on held-out clips.")
+    parser.add_argument("--root", help="audio class folders or melify output (default: the demo set in data/demo)")
+    parser.add_argument("--model", choices=sorted(PRESETS), default=defaults.model, help="ViT preset")
+    parser.add_argument("--epochs", type=int, help=f"total epochs (default: {defaults.epochs}; a resumed run's own)")
+    helps = {"batch_size": "clips per training batch (per process)", "lr": "AdamW peak learning rate",
+             "segment_seconds": "training crop and evaluation segment length", "mixup": "mixup alpha (0 = off)",
+             "patience": "early stopping: epochs without a lower val loss", "seed": "training seed (member k: +k)",
+             "split_seed": "seed of the grouped 80/10/10 split", "members": "models trained and averaged"}
+    for name, help_text in helps.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
+                            default=getattr(defaults, name), help=help_text)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device, help="auto: CUDA if any")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="mixed precision (default: on for CUDA)")
+    parser.add_argument("--workers", type=int, help="data-loading (and melify) processes (default: 0 on CPU, up to "
+                                                    "8 on CUDA; melify: all cores)")
+    parser.add_argument("--out", help="run directory, new or empty (default: runs/<timestamp>)")
+    parser.add_argument("--split-file", help='JSON {"train": [...], "val": [...], "test": [...]} or CSV clip,split '
+                                             "(default: a split made from --split-seed)")
+    parser.add_argument("--groups", help="CSV clip,group for grouped splits (default: ROOT/metadata.csv)")
+    parser.add_argument("--init-from", help="checkpoint to fine-tune from (default: random weights)")
+    parser.add_argument("--resume", type=Path, help="continue the interrupted run in this directory")
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume")
+    if resume:
+        if not has_resume_state(resume):
+            parser.error(f"{resume} has no last.pt to resume from")
+        return config_of_run(resume, args["epochs"]), resume
+    args["epochs"] = args["epochs"] if args["epochs"] is not None else defaults.epochs
+    return TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig) if f.name in args}), None

@@ -1,0 +1,65 @@
+"""Ensembles: `--members K` trains K one-model runs one after another (seeds SEED, SEED + 1, ...) in member0/,
+member1/, ... of the run directory, then saves their ensemble (the mean of their logits) as its best.pt and tests
+it once. A member that finished is not trained again on `--resume`."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from .checkpoint import header_of, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import DistContext, barrier, broadcast
+from .model import ViTEnsemble
+from .run import saved_run_data, test_model, train_model
+from .rundir import make_run_dir, member_dirs, read_metrics
+
+
+def train_ensemble(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
+                   stop=None) -> Path:
+    """Train the members (each with `engine.fit`'s `stop` hook), combine them, test the ensemble; -> run dir."""
+    if ctx.is_main:
+        run_dir = resume or make_run_dir(config.out)
+        if not resume:  # what --resume reads; completed with the model, mel and data sections at the end
+            (run_dir / "config.json").write_text(json.dumps({"train": asdict(config)}, indent=1))
+    run_dir = broadcast(run_dir if ctx.is_main else None, ctx)
+    for member, member_dir in enumerate(member_dirs(run_dir, config.members)):
+        member_config = replace(config, members=1, seed=config.seed + member, out=str(member_dir))
+        started = (member_dir / "last.pt").exists()
+        if ctx.is_main and not started:
+            shutil.rmtree(member_dir, ignore_errors=True)  # interrupted before its first epoch: nothing to keep
+        barrier(ctx)
+        if ctx.is_main:
+            print(f"member {member + 1} of {config.members} (seed {member_config.seed}) in {member_dir}")
+        train_model(member_config, member_dir if started else None, device, ctx, member=member, stop=stop)
+    if ctx.is_main:
+        member_epochs = combine_members(run_dir, config)
+        data = saved_run_data(run_dir)
+        ensemble = ViTEnsemble(data.model_config, config.members).to(device)
+        ensemble.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
+        test_model(ensemble, run_dir, data, config, device, best_epoch=member_epochs)
+    barrier(ctx)
+    return run_dir
+
+
+def combine_members(run_dir: Path, config: TrainConfig) -> list[int]:
+    """Write the ensemble's config.json, split.json, metrics.jsonl (every member's epochs) and best.pt (every
+    member's best weights) from its trained members; -> each member's best epoch."""
+    dirs = member_dirs(run_dir, config.members)
+    saved = {**json.loads((dirs[0] / "config.json").read_text()), "train": asdict(config)}
+    (run_dir / "config.json").write_text(json.dumps(saved, indent=1))
+    shutil.copyfile(dirs[0] / "split.json", run_dir / "split.json")
+    records = [{"member": member, **record} for member, member_dir in enumerate(dirs)
+               for record in read_metrics(member_dir)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    bests = [load_checkpoint(member_dir / "best.pt") for member_dir in dirs]
+    weights = {f"members.{member}.{name}": value for member, best in enumerate(bests)
+               for name, value in best["model"].items()}  # ViTEnsemble's state dict
+    member_epochs = [best["epoch"] for best in bests]
+    save_checkpoint(run_dir / "best.pt", {**header_of(bests[0]), "train_config": asdict(config),
+                                          "members": config.members, "model": weights,
+                                          "member_epochs": member_epochs})
+    return member_epochs

@@ -1,0 +1,27 @@
+"""Writing files so that a crash, a kill or a full disk never leaves half of one behind."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a hidden temporary path beside `path` to write to; it replaces `path` when the block succeeds and is
+    removed when it fails, so readers see the old file or the whole new one. The name ends in `.tmp` (writers
+    that guess the format from the suffix need to be told it); `.{name}.{pid}.tmp` keeps concurrent writers apart."""
+    path = Path(path)
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`Path.write_text`, atomically."""
+    with atomic_path(path) as tmp_path:
+        tmp_path.write_text(text)

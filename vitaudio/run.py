@@ -1,0 +1,196 @@
+"""One model's training run: its data (the demo set or melify output), split, normalisation, model and loaders,
+`engine.fit`, and the test split scored once with the best weights."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .checkpoint import checkpoint_header, load_checkpoint, load_initial_weights
+from .config import TrainConfig
+from .data import (
+    MelClips,
+    SegmentRule,
+    Standardize,
+    mel_stats,
+    read_mel_config,
+    segment_loader,
+    source_paths,
+    train_transform,
+)
+from .distributed import DistContext, barrier, broadcast
+from .engine import LoopConfig, evaluate, fit, warmup_then_plateau
+from .errors import ConfigError
+from .features import MelConfig
+from .melify import cached_melify
+from .model import ViT, ViTConfig, ViTEnsemble, vit_config
+from .plots import plot_curves
+from .report import write_test_outputs
+from .rundir import make_run_dir, read_metrics, read_saved_config, seed_everything
+from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
+
+DEMO_ROOT = Path("data/demo")
+
+
+@dataclass
+class RunData:
+    """What a run trains on and how its inputs are made: the same on every rank, fixed for the whole run."""
+
+    mel_root: Path
+    classes: list[str]
+    split: dict[str, list[str]]  # clip keys per split
+    mel_config: MelConfig
+    standardize: Standardize
+    rule: SegmentRule
+    model_config: ViTConfig
+
+
+def prepare_data(config: TrainConfig, mel_config: MelConfig) -> Path:
+    """Make the demo set when no root is given, and melify the root when it holds audio; -> the mel root."""
+    if config.root is None and not (DEMO_ROOT / "metadata.csv").exists():
+        from .demo import make_demo_dataset
+
+        print(f"making the synthetic demo set in {DEMO_ROOT}")
+        make_demo_dataset(DEMO_ROOT, workers=os.cpu_count() or 1)
+    return cached_melify(Path(config.root or DEMO_ROOT), mel_config, config.workers)
+
+
+def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[str, list[str]]:
+    """The split file if one is given, else a seeded split grouped by clip group where groups are known."""
+    if config.split_file:
+        split = read_split_file(Path(config.split_file))
+        source = config.split_file
+    else:
+        groups_csv = Path(config.groups) if config.groups else data_root / "metadata.csv"
+        groups = read_groups(groups_csv) if groups_csv.exists() else None
+        if config.groups and groups is None:
+            raise ConfigError(f"--groups {groups_csv}: needs columns clip,group")
+        split = make_split(clips.keys, clips.targets, groups, seed=config.split_seed)
+        source = f"the split of {data_root} (split seed {config.split_seed}, {'grouped' if groups else 'by clip'})"
+    check_split(split, set(clips.keys), source)
+    if not split["test"]:
+        raise ConfigError(f"{source}: the test split is empty; the data set is too small to split 80/10/10")
+    return split
+
+
+def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: Path | None) -> RunData:
+    """A new run's data, split, normalisation and model shape, checked; or those a resumed run saved."""
+    if resume:
+        return saved_run_data(resume, mel_root)
+    mel_config = read_mel_config(mel_root)
+    all_clips = MelClips(mel_root)
+    split = choose_split(config, all_clips, Path(config.root) if config.root else DEMO_ROOT)
+    standardize = mel_stats(MelClips(mel_root, split["train"]))
+    overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes))
+    model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
+                    else vit_config(config.model, **overrides))
+    frames = round(config.segment_seconds * mel_config.frames_per_second)
+    if frames < model_config.patch_size[1]:
+        raise ConfigError(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
+                          f"patch ({model_config.patch_size[1]} frames)")
+    return RunData(mel_root, all_clips.classes, split, mel_config, standardize, SegmentRule(frames, frames),
+                   model_config)
+
+
+def saved_run_data(run_dir: Path, mel_root: Path | None = None) -> RunData:
+    """The RunData a run saved in its config.json and split.json (`mel_root` where its mels are now)."""
+    saved = read_saved_config(run_dir)
+    return RunData(Path(mel_root or saved["mel_root"]), saved["classes"], read_split_file(run_dir / "split.json"),
+                   MelConfig(**saved["mel"]), Standardize(**saved["normalization"]), SegmentRule(**saved["segment"]),
+                   ViTConfig(**saved["model"]))
+
+
+def write_run_files(run_dir: Path, config: TrainConfig, data: RunData) -> None:
+    """split.json and config.json: what --resume and the reports read."""
+    paths = source_paths(data.mel_root)
+    write_split_file(run_dir / "split.json", data.split,
+                     {k: paths.get(k, f"{k}.png") for k in MelClips(data.mel_root).keys})
+    (run_dir / "config.json").write_text(json.dumps(
+        {"train": asdict(config), "model": asdict(data.model_config), "mel": data.mel_config.to_dict(),
+         "segment": data.rule.to_dict(), "normalization": asdict(data.standardize), "classes": data.classes,
+         "mel_root": str(data.mel_root)}, indent=1))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epoch: int):
+    """AdamW, and its schedule: a per-step linear warm-up from lr / 100, then ReduceLROnPlateau on val clip loss."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return optimizer, warmup_then_plateau(optimizer, steps_per_epoch=steps_per_epoch,
+                                          warmup_epochs=config.warmup_epochs, criterion=loop_config(config).criterion,
+                                          factor=config.plateau_factor, patience=config.plateau_patience)
+
+
+def loop_config(config: TrainConfig, amp: bool = False) -> LoopConfig:
+    return LoopConfig(epochs=config.epochs, patience=config.patience, label_smoothing=config.label_smoothing,
+                      mixup=config.mixup, grad_clip=config.grad_clip, amp=amp)
+
+
+def train_model(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
+                member: int = 0, stop=None) -> Path:
+    """One model's run (or its continuation from `resume`), tested at the end; -> its run directory. `member`
+    picks which member of an ensemble checkpoint --init-from starts it from; `stop` is `engine.fit`'s hook."""
+    seed_everything(config.seed)
+    amp, workers = config.amp_on(device), config.loader_workers(device)
+    source = load_checkpoint(Path(config.init_from)) if config.init_from else None
+    if ctx.is_main:  # rank 0 alone writes files; the others wait for its results
+        mel_root = prepare_data(config, MelConfig(**source["mel_config"]) if source else MelConfig())
+        data = run_data(config, mel_root, source, resume)
+        run_dir = resume or make_run_dir(config.out)
+        if not resume:
+            write_run_files(run_dir, config, data)
+    run_dir, data = broadcast((run_dir, data) if ctx.is_main else None, ctx)
+
+    # Decoded clips stay in RAM when this process loads them; workers would each fill a copy, every epoch anew.
+    pin, in_memory = device.type == "cuda", workers == 0
+    frames = data.rule.frames
+    train_set = MelClips(data.mel_root, data.split["train"], transform=train_transform(frames, data.standardize),
+                         in_memory=in_memory)
+    sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
+    # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
+    # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                              num_workers=workers, pin_memory=pin,
+                              drop_last=len(train_set) > config.batch_size * ctx.world_size)
+    val_loader = segment_loader(MelClips(data.mel_root, data.split["val"], in_memory=in_memory), data.rule,
+                                data.standardize, batch_size=config.eval_batch_size, workers=workers, pin_memory=pin)
+
+    model = ViT(data.model_config).to(device)
+    if source and not resume:
+        load_initial_weights(model, source, config.init_from, data.classes, member)
+        print(f"initialised from {config.init_from}" + ("" if source["classes"] == data.classes else
+                                                        f" with a new head for {len(data.classes)} classes"))
+    optimizer, schedule = make_optimizer(model, config, steps_per_epoch=len(train_loader))
+    if ctx.is_main:
+        print(f"model {config.model}: {model.num_params() / 1e6:.2f} M parameters; {len(data.classes)} classes; "
+              f"clips train {len(data.split['train'])}, val {len(data.split['val'])}, test "
+              f"{len(data.split['test'])}; device {device}{' + AMP' if amp else ''}"
+              f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}; run {run_dir}")
+    header = checkpoint_header(data.model_config, data.mel_config, data.classes, data.standardize, data.rule,
+                               train_config=asdict(config))
+    result = fit(model, train_loader, val_loader, optimizer, schedule, loop_config(config, amp), device=device,
+                 run_dir=run_dir, header=header, resume=resume is not None, dist=ctx, stop=stop)
+    if ctx.is_main:
+        test_model(model, run_dir, data, config, device, best_epoch=result.best_epoch)
+    barrier(ctx)
+    return run_dir
+
+
+def test_model(model: ViT | ViTEnsemble, run_dir: Path, data: RunData, config: TrainConfig, device: torch.device,
+               *, best_epoch: int | list[int]) -> dict:
+    """Score the test split once with `model` (holding the weights of `best_epoch`, one per member of an ensemble)
+    and write the test report, predictions and pictures into `run_dir`."""
+    workers = config.loader_workers(device)
+    loader = segment_loader(MelClips(data.mel_root, data.split["test"]), data.rule, data.standardize,
+                            batch_size=config.eval_batch_size, workers=workers, pin_memory=device.type == "cuda")
+    result = evaluate(model, loader, device=device, amp=config.amp_on(device))
+    paths = source_paths(data.mel_root)
+    report = write_test_outputs(run_dir, result.clip_logits, result.labels,
+                                [paths.get(k, k) for k in loader.dataset.clips.keys], data.classes,
+                                best_epoch=best_epoch)
+    plot_curves(read_metrics(run_dir), run_dir / "curves.png")
+    print(f"test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} "
+          f"clips, best epoch {report['best_epoch']}; run saved in {run_dir}")
+    return report

@@ -1,0 +1,45 @@
+"""Running a model on clips: the device, mixed precision, and a clip's score as the mean of its segments' logits.
+
+Training's evaluation and inference both score clips through these functions, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str = "auto", index: int = 0) -> torch.device:
+    """"auto" -> cuda when present, else cpu; `index` picks the GPU (torchrun's LOCAL_RANK)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA GPU (use --device auto or cpu)")
+    return torch.device("cuda", index) if name == "cuda" else torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA GPUs that support it (fp16 otherwise); nothing on CPU or when disabled."""
+    if device.type != "cuda" or not enabled:
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def clip_logits_of(model: torch.nn.Module, segments: torch.Tensor, contexts: torch.Tensor, clip_index: torch.Tensor,
+                   n_clips: int, batch_size: int = 256) -> torch.Tensor:
+    """Segments (S, 1, M, L) of `n_clips` clips and their contexts (S, 2M) -> clip logits (n_clips, n_classes):
+    the mean of segment logits."""
+    segment_logits = torch.cat([model(chunk, context).float() for chunk, context in
+                                zip(segments.split(batch_size), contexts.split(batch_size))])  # (S, C)
+    return mean_per_clip(segment_logits, clip_index, n_clips)
+
+
+def mean_per_clip(segment_outputs: torch.Tensor, clip_index: torch.Tensor, n_clips: int) -> torch.Tensor:
+    """(S, K) outputs of the segments of `n_clips` clips -> (n_clips, K): each clip's mean."""
+    sums = segment_outputs.new_zeros(n_clips, segment_outputs.shape[1]).index_add_(0, clip_index, segment_outputs)
+    counts = torch.bincount(clip_index, minlength=n_clips).clamp_min(1).unsqueeze(1)  # (n_clips, 1)
+    return sums / counts
