@@ -1,7 +1,9 @@
-"""`python -m vitaudio.predict` (table, json, csv; bad files skipped) and `python -m vitaudio.export` (parity)."""
+"""`python -m vitaudio.predict` (table, json, csv; bad files skipped) and `python -m vitaudio.export` (parity, the
+sidecar's recipe, errors)."""
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,10 @@ import torch
 from test_inference import CLASSES, make_checkpoint, music, write_wav
 
 from vitaudio import export, predict
+from vitaudio.checkpoint import CheckpointError
 from vitaudio.data import cut_segments
+from vitaudio.errors import VitaudioError
+from vitaudio.features import MelConfig, log_mel
 from vitaudio.inference import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,12 +128,80 @@ def test_export_prints_parity_and_writes_the_model_and_its_sidecar(checkpoint, t
     assert np.abs(run(whole, context_db) - expected).max() < 1e-4
 
 
+def test_export_sidecar_states_the_whole_recipe_in_numbers_and_words(checkpoint, tmp_path):
+    sidecar = export.export(checkpoint, tmp_path / "model.pt2", "torch-export")
+    recipe = sidecar["recipe"]
+    assert list(recipe) == ["audio", "log_mel", "short_clip", "context_db", "segments", "clip_score"]
+    assert recipe["audio"]["sample_rate"] == 22050 and recipe["audio"]["min_samples"] == 2048
+    assert recipe["log_mel"]["mel_config"] == MelConfig().to_dict() and recipe["log_mel"]["floor_db"] == -80.0
+    assert recipe["short_clip"]["pad_to_frames"] == 43 and recipe["short_clip"]["pad_value"] == "min_db_of_clip"
+    assert recipe["segments"]["frames"] == 43 and recipe["segments"]["last_aligned_to_end"] is True
+    assert recipe["context_db"]["shape"] == ["batch", 256]
+    assert all(step is None or step["words"] for step in recipe.values())
+    assert "aligned to the clip's end" in recipe["segments"]["words"]
+    assert "minimum dB value" in recipe["short_clip"]["words"]
+    assert "population std" in recipe["context_db"]["words"] and "softmax" in recipe["clip_score"]["words"]
+
+
+@pytest.fixture(scope="module")
+def trained_onnx(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
+    """tiny_run's trained checkpoint and its ONNX export (whose sidecar lies next to it)."""
+    pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export.export(tiny_run / "best.pt", out, "onnx")
+    return tiny_run / "best.pt", out
+
+
+def scores_from_sidecar(samples: np.ndarray, sidecar: dict, model_file: Path) -> np.ndarray:
+    """Clip scores (n_classes,) of mono samples at the sidecar's rate, following its recipe alone: numpy, log_mel
+    and onnxruntime."""
+    import onnxruntime
+
+    recipe = sidecar["recipe"]
+    samples = np.pad(samples, (0, max(0, recipe["audio"]["min_samples"] - len(samples))))  # zeros at the end
+    mel_db = log_mel(samples, MelConfig(**recipe["log_mel"]["mel_config"]))  # (M, T)
+    missing = recipe["short_clip"]["pad_to_frames"] - mel_db.shape[1]
+    if missing > 0:
+        mel_db = np.pad(mel_db, ((0, 0), (0, missing)), constant_values=mel_db.min())  # (M, T) -> (M, frames)
+    n_frames, frames, hop = mel_db.shape[1], recipe["segments"]["frames"], recipe["segments"]["hop_frames"]
+    starts = list(range(0, n_frames - frames + 1, hop))
+    if starts[-1] + frames < n_frames:
+        starts.append(n_frames - frames)
+    inputs = {"mel_db": np.stack([mel_db[None, :, start:start + frames] for start in starts])}  # (S, 1, M, frames)
+    if recipe["context_db"] is not None:
+        context_db = np.concatenate([mel_db.mean(axis=1), mel_db.std(axis=1)])  # (2M,), population std
+        inputs["context_db"] = np.tile(context_db, (len(starts), 1))  # (2M,) -> (S, 2M)
+    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {name: array.astype(np.float32) for name, array in inputs.items()})[0]
+    clip_logits = logits.mean(axis=0)  # (S, K) -> (K,)
+    exp = np.exp(clip_logits - clip_logits.max())
+    return exp / exp.sum()
+
+
+@pytest.mark.parametrize("seconds", [2.3, 0.6, 0.05], ids=["tail-not-on-the-hop", "shorter-than-a-segment",
+                                                         "shorter-than-an-fft-window"])
+def test_export_sidecar_alone_rebuilds_the_pipelines_clip_scores(trained_onnx, seconds):
+    checkpoint, model_file = trained_onnx
+    sidecar = json.loads(export.sidecar_path(model_file).read_text())
+    samples = music(seconds, sample_rate=sidecar["recipe"]["audio"]["sample_rate"], seed=3)
+    frames, hop = sidecar["recipe"]["segments"]["frames"], sidecar["recipe"]["segments"]["hop_frames"]
+    n_frames = 1 + len(samples) // sidecar["recipe"]["log_mel"]["mel_config"]["hop_length"]
+    if seconds > 1:  # the case the end-aligned segment exists for
+        assert n_frames > frames and (n_frames - frames) % hop != 0
+    else:
+        assert n_frames < frames
+    expected = {p["label"]: p["score"] for p in pipeline(checkpoint, device="cpu")(samples, top_k=None)}
+    scores = scores_from_sidecar(samples, sidecar, model_file)
+    assert np.abs(scores - [expected[label] for label in sidecar["classes"]]).max() < 1e-4
+
+
 def test_export_of_a_model_without_clip_context_takes_the_mel_alone(tmp_path, capsys):
     checkpoint = make_checkpoint(tmp_path / "plain.pt", clip_context=False)
     out = tmp_path / "plain.pt2"
     assert export.main([str(checkpoint), "--format", "torch-export", "--out", str(out)]) == 0
     sidecar = json.loads(export.sidecar_path(out).read_text())
     assert sidecar["inputs"] == ["mel_db"] and sidecar["context_input"] is None
+    assert sidecar["recipe"]["context_db"] is None
     song = music(3.0)
     clf = pipeline(checkpoint, device="cpu")
     segments = cut_segments(torch.from_numpy(clf.mel_db(song))[None], clf.segment_rule).numpy()
@@ -147,7 +220,72 @@ def _export_runner(path: Path):
     return lambda *inputs: module(*map(torch.from_numpy, inputs)).detach().numpy()
 
 
-def test_export_of_a_file_that_is_not_a_checkpoint_fails_naming_it(tmp_path, capsys):
+EXTRA_MESSAGE = ('the onnx format needs the export extra: pip install "vitaudio[export]" '
+                 '(in a clone of vitaudio: pip install -e ".[export]")')
+
+
+@pytest.fixture
+def without_onnx(monkeypatch):
+    """`import onnx` raises ImportError, as where the export extra is not installed."""
+    monkeypatch.setitem(sys.modules, "onnx", None)
+
+
+def test_export_to_onnx_without_the_extra_raises_export_error_with_the_install_command(checkpoint, tmp_path,
+                                                                                       without_onnx):
+    with pytest.raises(export.ExportError, match=re.escape(EXTRA_MESSAGE)) as raised:
+        export.export(checkpoint, tmp_path / "model.onnx", "onnx")
+    assert str(raised.value) == EXTRA_MESSAGE and isinstance(raised.value.__cause__, ImportError)
+    assert isinstance(raised.value, VitaudioError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_main_without_the_extra_says_how_to_install_it_and_exits_2(checkpoint, tmp_path, capsys,
+                                                                          without_onnx):
+    assert export.main([str(checkpoint), "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"export: error: {EXTRA_MESSAGE}\n"
+
+
+def test_export_of_a_file_that_is_not_a_checkpoint_raises_checkpoint_error_naming_it(tmp_path):
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        export.export(tmp_path / "junk.pt", tmp_path / "junk.pt2", "torch-export")
+
+
+def test_export_main_of_a_file_that_is_not_a_checkpoint_fails_in_one_line_naming_it(tmp_path, capsys):
     (tmp_path / "junk.pt").write_text("junk")
     assert export.main([str(tmp_path / "junk.pt"), "--format", "torch-export"]) == 2
-    assert "junk.pt" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("export: error: ") and "junk.pt" in err and err.count("\n") == 1
+
+
+def test_export_main_turns_a_runtime_error_into_one_line_and_exit_2(checkpoint, tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("tracing failed:\n  at some node\n  see above")
+
+    monkeypatch.setattr(export, "export_program", fail)
+    assert export.main([str(checkpoint), "--format", "torch-export", "--out", str(tmp_path / "m.pt2")]) == 2
+    assert capsys.readouterr().err == "export: error: tracing failed: at some node see above\n"
+
+
+def test_export_main_turns_any_vitaudio_error_into_one_line_and_exit_2(checkpoint, tmp_path, capsys, monkeypatch):
+    class OtherError(VitaudioError):
+        pass
+
+    def fail(*args, **kwargs):
+        raise OtherError("some.file: bad\nfix it so")
+
+    monkeypatch.setattr(export.AudioClassifier, "from_checkpoint", fail)
+    assert export.main([str(checkpoint), "--format", "torch-export", "--out", str(tmp_path / "m.pt2")]) == 2
+    assert capsys.readouterr().err == "export: error: some.file: bad fix it so\n"
+
+
+def test_export_help_shows_every_default(capsys):
+    parser = export.build_parser()
+    options = [action for action in parser._actions if action.option_strings and action.dest != "help"]
+    assert options and all("(default: " in action.help for action in options)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0
+    assert "(default: onnx)" in shown and "(default: the checkpoint's path with .onnx or .pt2)" in shown

@@ -1,17 +1,28 @@
 """`python -m vitaudio.export CHECKPOINT --format onnx|torch-export --out FILE`: a model for other runtimes.
 
 The exported model maps log-mel dB segments `mel_db` (B, 1, n_mels, T) -> logits (B, n_classes), any batch size
-and any number of frames T (dynamic axes); the checkpoint's standardisation is applied inside it, so it takes the
-dB mels that `vitaudio.features.log_mel` makes. A model with a clip-context token (the presets' default) takes a
-second input `context_db` (B, 2 * n_mels): per mel band, the mean over time, then the standard deviation over
-time (population), of the whole clip's dB mel (padded like a short segment), the same row for every segment of a
-clip. `FILE.json` (the sidecar) holds the class names, mel config, normalisation (for reference: already inside
-the model), segment rule and inputs. To score a clip as `vitaudio.inference` does: log_mel of the whole clip, its
-context_db, cut it into segments of `segment.frames` frames every `segment.hop_frames` (the last one aligned to
-the clip's end, a short clip padded with its minimum), run them, average the logits.
+and any number of frames T (dynamic axes); the checkpoint's standardisation is applied inside it. A model with a
+clip-context token (the presets' default) takes a second input `context_db` (B, 2 * n_mels).
+
+`FILE.json` (the sidecar) holds the class names, the normalisation (for reference: already inside the model) and,
+under `recipe`, the whole way from audio to a clip's scores, in numbers and in words; scoring a clip so is what
+`vitaudio.inference.pipeline` does:
+1. audio: mono (the mean of the channels), float32, resampled to `sample_rate` (soxr, HQ); audio shorter than
+   `n_fft` samples is padded at the end with zeros to `n_fft`; all-zero audio is refused.
+2. log-mel (`vitaudio.features.log_mel`, every `MelConfig` field in the sidecar): periodic Hann window of `n_fft`,
+   `hop_length`, centred STFT padded with zeros, power spectrum, Slaney mel filters (librosa's defaults) from `fmin`
+   to `fmax`, 10 * log10(max(power, 1e-10)), minus the clip's maximum, floored at -top_db: (n_mels, n_frames),
+   n_frames = 1 + n_samples // hop_length.
+3. a clip shorter than one segment (`segment.frames`) is padded at the end with its minimum dB value to one segment.
+4. `context_db`: of the whole clip's dB mel (a short one padded as in 3), each band's mean over time, then each
+   band's population std over time: 2 * n_mels values, the same row for every segment of the clip.
+5. segments of `segment.frames` frames starting at 0, hop, 2 * hop, ... while start + frames <= n_frames, plus
+   one last segment aligned to the clip's end (start n_frames - frames) when the tail is not covered.
+6. clip scores: the mean of the segments' logits, then softmax over the classes.
 
 `torch-export` writes a `torch.export` program (.pt2; TorchScript's successor, load with `torch.export.load`);
-`onnx` writes one self-contained ONNX file for onnxruntime and needs `pip install 'vitaudio[export]'`.
+`onnx` writes one self-contained ONNX file for onnxruntime and needs the export extra:
+`pip install "vitaudio[export]"` (in a clone of vitaudio: `pip install -e ".[export]"`).
 After writing, the file is loaded back and compared with the checkpoint's model on random input of two lengths.
 """
 from __future__ import annotations
@@ -27,13 +38,21 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .checkpoint import CheckpointError
-from .data import Standardize
+from .cli_help import DefaultsHelpFormatter
+from .data import SegmentRule, Standardize
+from .errors import VitaudioError
+from .features import MelConfig, band_stats
 from .inference import AudioClassifier
-from .model import ViT, band_stats
+from .model import ViT
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
 PARITY_TOLERANCE = 1e-4  # max |logit difference| between the exported and the checkpoint's model
+EXPORT_EXTRA_HINT = ('the onnx format needs the export extra: pip install "vitaudio[export]" '
+                     '(in a clone of vitaudio: pip install -e ".[export]")')
+
+
+class ExportError(VitaudioError, RuntimeError):
+    """A checkpoint cannot be exported in the asked format here; the message says what to do."""
 
 
 class MelClassifier(nn.Module):
@@ -53,10 +72,67 @@ class MelClassifier(nn.Module):
         return self.model((mel_db - self.mean) / self.std, context)
 
 
+def recipe(mel_config: MelConfig, rule: SegmentRule, clip_context: bool) -> dict:
+    """Audio -> a clip's scores, step by step, as `vitaudio.inference` does it: the sidecar's `recipe`."""
+    frames, hop = rule.frames, rule.hop_frames
+    return {
+        "audio": {
+            "channels": "mono: the mean of the file's channels", "dtype": "float32",
+            "sample_rate": mel_config.sample_rate, "resampler": "soxr, quality HQ",
+            "min_samples": mel_config.n_fft, "shorter": "padded at the end with zeros to min_samples",
+            "all_zero": "refused: nothing to classify",
+            "words": f"Decode to float32 samples, average the channels to mono, resample to "
+                     f"{mel_config.sample_rate} Hz (soxr HQ); audio shorter than {mel_config.n_fft} samples "
+                     f"(n_fft) is padded at the end with zeros to {mel_config.n_fft}.",
+        },
+        "log_mel": {
+            "function": "vitaudio.features.log_mel", "mel_config": mel_config.to_dict(),
+            "window": "hann", "window_periodic": True, "center": True, "center_pad": "zeros",
+            "spectrum": "power", "mel_scale": "slaney", "mel_norm": "slaney", "amin": 1e-10,
+            "db": "10 * log10(max(mel_power, amin)) - max over the whole clip", "floor_db": -mel_config.top_db,
+            "shape": ["n_mels", "n_frames"], "n_frames": "1 + n_samples // hop_length",
+            "words": f"Log-mel of the whole clip: centred STFT (periodic Hann window of n_fft={mel_config.n_fft}, "
+                     f"hop_length={mel_config.hop_length}, edges padded with zeros), power spectrum, "
+                     f"n_mels={mel_config.n_mels} Slaney mel filters (librosa.filters.mel defaults) from "
+                     f"fmin={mel_config.fmin:g} Hz to fmax={mel_config.max_frequency:g} Hz, "
+                     f"10 * log10(max(power, 1e-10)), minus the clip's maximum, floored at "
+                     f"-top_db={-mel_config.top_db:g} dB: (n_mels, n_frames) dB, row 0 the lowest band, "
+                     f"n_frames = 1 + n_samples // hop_length.",
+        },
+        "short_clip": {
+            "pad_to_frames": frames, "pad_side": "end", "pad_value": "min_db_of_clip",
+            "words": f"A clip of fewer than {frames} frames is padded at the end, in every band, with the "
+                     f"clip's minimum dB value (over all bands and frames) to {frames} frames.",
+        },
+        "context_db": ({
+            "of": "the whole clip's dB mel, after the short-clip padding",
+            "values": ["mean over time of each band", "population std (ddof 0) over time of each band"],
+            "shape": ["batch", 2 * mel_config.n_mels], "same_for_every_segment": True,
+            "words": f"context_db: of the whole clip's dB mel (a short clip padded first), the mean over time of "
+                     f"each of the {mel_config.n_mels} bands, then the population std over time of each band "
+                     f"({2 * mel_config.n_mels} values); every segment of the clip gets this same row.",
+        } if clip_context else None),
+        "segments": {
+            "frames": frames, "hop_frames": hop,
+            "starts": "0, hop_frames, 2 * hop_frames, ... while start + frames <= n_frames; then "
+                      "n_frames - frames if the last start + frames < n_frames",
+            "last_aligned_to_end": True,
+            "words": f"Segments of {frames} frames (mel_db input (S, 1, n_mels, {frames})) start at frames 0, "
+                     f"{hop}, {2 * hop}, ... while start + {frames} <= n_frames; when that leaves the clip's tail "
+                     f"uncovered, one more segment starts at n_frames - {frames}, aligned to the clip's end "
+                     f"(it may overlap the one before). A padded short clip is one segment.",
+        },
+        "clip_score": {
+            "logits": "mean over the clip's segments", "scores": "softmax over the classes",
+            "words": "The clip's logits are the mean of its segments' logits; its scores are their softmax.",
+        },
+    }
+
+
 def export_program(module: MelClassifier, example: tuple[Tensor, ...]) -> torch.export.ExportedProgram:
     """torch.export with dynamic batch and time axes."""
     if not hasattr(torch.export, "Dim") or not hasattr(torch.export.Dim, "DYNAMIC"):
-        raise RuntimeError(f"exporting needs torch >= 2.6 (torch.export.Dim.DYNAMIC), this is {torch.__version__}")
+        raise ExportError(f"exporting needs torch >= 2.6 (torch.export.Dim.DYNAMIC), this is {torch.__version__}")
     batch, frames = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
     dynamic = {"mel_db": {0: batch, 3: frames}, "context_db": {0: batch}}
     return torch.export.export(module, example, dynamic_shapes={name: dynamic[name] for name in module.input_names})
@@ -71,13 +147,21 @@ def min_frames(program: torch.export.ExportedProgram) -> int:
     return int(program.range_constraints[frames.node.expr].lower)
 
 
+def require_onnx() -> None:
+    """Raise ExportError with the install command unless the export extra (onnx, onnxscript, onnxruntime) imports."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401  torch's dynamo ONNX exporter needs it
+    except ImportError as err:
+        raise ExportError(EXPORT_EXTRA_HINT) from err
+
+
 def write_onnx(program: torch.export.ExportedProgram, out: Path, input_names: list[str]):
     """Save as one ONNX file; return a runner (inputs as numpy arrays) -> logits numpy through onnxruntime."""
-    try:
-        import onnxruntime
-        import onnxscript  # noqa: F401  the dynamo exporter needs it; imported here to fail early and clearly
-    except ImportError as err:
-        raise RuntimeError(f"ONNX export needs the export extra: pip install 'vitaudio[export]' ({err})") from None
+    require_onnx()
+    import onnxruntime
+
     torch.onnx.export(program, f=str(out), input_names=input_names, output_names=["logits"], external_data=False,
                       verbose=False)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -92,7 +176,15 @@ def write_torch_export(program: torch.export.ExportedProgram, out: Path):
 
 
 def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
-    """Write the exported model and its sidecar; return the sidecar (with the parity check's numbers)."""
+    """Write the exported model and its sidecar; return the sidecar (with the parity check's numbers).
+
+    Raises CheckpointError for a file that is not a usable checkpoint, ExportError when the format cannot be
+    written here (the onnx format without the export extra installed, a torch without torch.export.Dim.DYNAMIC).
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(sorted(FORMATS))}")
+    if fmt == "onnx":
+        require_onnx()  # before the minutes of loading and tracing
     classifier = AudioClassifier.from_checkpoint(checkpoint, device="cpu")
     module = MelClassifier(classifier.model, classifier.standardize).eval()
     rule, mel_config = classifier.segment_rule, classifier.mel_config
@@ -115,22 +207,23 @@ def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
         difference = float(np.abs(run(*(x.numpy() for x in inputs)) - expected).max())
         parity.append({"shape": list(inputs[0].shape), "max_abs_logit_diff": difference})
 
+    has_context = len(module.input_names) > 1
     sidecar = {
         "format": "vitaudio-export-1", "vitaudio_version": __version__, "export_format": fmt,
         "checkpoint": str(checkpoint), "model_file": out.name,
         "input": {"name": "mel_db", "shape": ["batch", 1, mel_config.n_mels, "frames"],
                   "min_frames": min_frames(program),
-                  "meaning": "log-mel dB from vitaudio.features.log_mel (relative to the clip's maximum, "
-                             "floored at -top_db); standardisation is applied inside the model"},
+                  "meaning": "log-mel dB segments (recipe.log_mel, recipe.short_clip, recipe.segments); "
+                             "standardisation is applied inside the model"},
         "inputs": module.input_names,
         "context_input": ({"name": "context_db", "shape": ["batch", 2 * mel_config.n_mels],
-                           "meaning": "per mel band of the whole clip's dB mel (padded to one segment if shorter): "
-                                      "the mean over time, then the population std over time; the same row for "
-                                      "every segment of the clip"} if len(module.input_names) > 1 else None),
+                           "meaning": "the clip's band stats of its dB mel (recipe.context_db)"}
+                          if has_context else None),
         "output": {"name": "logits", "shape": ["batch", len(classifier.classes)]},
         "classes": classifier.classes, "mel_config": mel_config.to_dict(),
         "normalization": {**asdict(classifier.standardize), "applied_inside_model": True},
         "segment": rule.to_dict(), "clip_score": "mean of the logits of the clip's segments, then softmax",
+        "recipe": recipe(mel_config, rule, has_context),
         "parity": {"tolerance": PARITY_TOLERANCE, "checks": parity},
     }
     sidecar_path(out).write_text(json.dumps(sidecar, indent=1))
@@ -142,17 +235,26 @@ def sidecar_path(out: Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitaudio.export", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every option's help ends with its default."""
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.export", description=__doc__.split("\n\n")[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx")
-    parser.add_argument("--out", type=Path, help="output file (default: the checkpoint's name with .onnx / .pt2)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx",
+                        help="onnx: one ONNX file for onnxruntime (needs the export extra); torch-export: a "
+                             "torch.export .pt2 program (default: onnx)")
+    parser.add_argument("--out", type=Path, help="output file; its sidecar is written next to it as FILE.json "
+                                                 "(default: the checkpoint's path with .onnx or .pt2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     out = args.out or args.checkpoint.with_suffix(FORMATS[args.format])
     try:
         sidecar = export(args.checkpoint, out, args.format)
-    except (CheckpointError, RuntimeError) as err:
-        print(f"export: error: {err}", file=sys.stderr)
+    except (VitaudioError, RuntimeError) as err:  # CheckpointError, ExportError, ...; torch's own RuntimeErrors
+        print(f"export: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     worst = max(check["max_abs_logit_diff"] for check in sidecar["parity"]["checks"])
     for check in sidecar["parity"]["checks"]:
