@@ -1,5 +1,6 @@
 """The demo server through its HTTP API: the page, predictions, and the uploads it refuses."""
 import base64
+import http.client
 import io
 import json
 import re
@@ -8,6 +9,8 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,12 +51,84 @@ def request(url: str, body: bytes | None = None) -> tuple[int, dict, bytes]:
         return err.code, dict(err.headers), err.read()
 
 
-def test_page_is_one_html_document_that_loads_nothing_from_elsewhere(server):
-    status, headers, body = request(server.url)
-    page = body.decode()
-    assert status == 200 and headers["Content-Type"].startswith("text/html")
-    assert 'type="file"' in page and "/api/predict" in page and "getUserMedia" in page
-    assert not re.search(r"""(src|href)=["']?(https?:)?//|https?://|@import""", page)  # no CDN, fonts, analytics
+PAGE_ASSETS = {"page.css": "text/css", "page.js": "text/javascript", "tap.js": "text/javascript"}
+
+
+class TagCollector(HTMLParser):
+    """Every start tag of an HTML document with its attributes, and the text inside each <script> and <style>."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.inline: list[str] = []  # text inside <script> or <style>
+        self._open = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._open = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag):
+        self._open = None
+
+    def handle_data(self, data):
+        if self._open and data.strip():
+            self.inline.append(data)
+
+
+def page_tags(html: str) -> TagCollector:
+    collector = TagCollector()
+    collector.feed(html)
+    return collector
+
+
+@pytest.mark.parametrize("path", ["", "index.html"])
+def test_page_is_served_as_html(server, path):
+    status, headers, body = request(server.url + path)
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert 'type="file"' in body.decode() and 'id="record"' in body.decode()
+
+
+@pytest.mark.parametrize("name, content_type", PAGE_ASSETS.items())
+def test_each_page_file_is_served_with_its_content_type(server, name, content_type):
+    status, headers, body = request(server.url + name)
+    assert status == 200 and headers["Content-Type"] == content_type + "; charset=utf-8" and body.strip()
+    assert body == (Path(serve.__file__).parent / "page" / name).read_bytes()
+
+
+def test_page_has_no_inline_script_style_or_event_handlers(server):
+    tags = page_tags(request(server.url)[2].decode())
+    assert not tags.inline
+    for tag, attrs in tags.tags:
+        assert not [name for name in attrs if name.startswith("on") or name == "style"], (tag, attrs)
+        assert not any((value or "").strip().lower().startswith("javascript:") for value in attrs.values())
+    assert [attrs["src"] for tag, attrs in tags.tags if tag == "script"] == ["/page.js"]
+    assert "/page.css" in [attrs.get("href") for tag, attrs in tags.tags if tag == "link"]
+
+
+def test_page_and_its_files_load_nothing_from_elsewhere(server):
+    page = request(server.url)[2].decode()
+    assets = {name: request(server.url + name)[2].decode() for name in PAGE_ASSETS}
+    assert "/api/predict" in assets["page.js"] and "getUserMedia" in assets["page.js"]
+    assert '"/tap.js"' in assets["page.js"] and "registerProcessor(" in assets["tap.js"]
+    for text in (page, *assets.values()):  # no CDN, fonts, analytics
+        assert not re.search(r"""(src|href)=["']?(https?:)?//|https?://|@import""", text)
+    referenced = [attrs.get("src") or attrs.get("href") for tag, attrs in page_tags(page).tags
+                  if tag in ("script", "link") and attrs.get("rel") != "icon"]
+    assert sorted(path.lstrip("/") for path in referenced) == ["page.css", "page.js"]
+
+
+@pytest.mark.parametrize("path", ["/missing.js", "/page/page.js", "/serve.py", "/__init__.py", "/page/../serve.py",
+                                  "/../serve.py", "/%2e%2e/serve.py", "/page.js/../serve.py", "/index.html/",
+                                  "//etc/passwd"])
+def test_anything_but_the_page_files_answers_404(server, path):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)  # sends the path as written, ".." and all
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 404 and "error" in json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def test_info_describes_the_model(server):
@@ -71,7 +146,7 @@ def test_predict_returns_predictions_segments_and_the_mel_as_png(server):
     assert [p["label"] for p in answer["predictions"]] and scores == sorted(scores, reverse=True)
     assert {p["label"] for p in answer["predictions"]} == {"bass", "mid", "treble"} and sum(scores) <= 1 + 1e-6
     assert answer["duration"] == pytest.approx(2.5, abs=0.01)
-    assert [(s["start"], s["end"]) for s in answer["segments"]][0][0] == 0 and answer["segments"][-1]["end"] == 2.5
+    assert answer["segments"][0]["start"] == 0 and answer["segments"][-1]["end"] == 2.5
     prefix = "data:image/png;base64,"
     assert answer["mel_png"].startswith(prefix)
     assert base64.b64decode(answer["mel_png"][len(prefix):])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,3 +205,12 @@ def test_command_names_a_bad_checkpoint(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     assert serve.main([str(tmp_path / "x.pt")]) == 2
     assert "x.pt" in capsys.readouterr().err
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        serve.main(["--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 127.0.0.1)", f"(default: {serve.DEFAULT_PORT})", "(default: 5)",
+                    f"(default: {serve.DEFAULT_MAX_UPLOAD_MB})", "(default: auto)"):
+        assert default in usage

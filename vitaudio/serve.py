@@ -1,9 +1,10 @@
 """`python -m vitaudio.serve CHECKPOINT [--host 127.0.0.1] [--port 7860]`: a local demo page and a JSON API.
 
-The page (one HTML document, inline CSS and JS, nothing loaded from elsewhere) takes an audio file, or a
-recording from the microphone where the browser allows it (captured as PCM and encoded as WAV in the page, since
-browsers record webm/opus, which libsndfile cannot read), and shows the top-k classes as bars, the log-mel and the
-timeline of what each segment predicts.
+The page (vitaudio/page/: index.html, page.css, page.js and tap.js, nothing loaded from elsewhere, no inline script)
+takes an audio file, or a recording from the microphone where the browser allows it (captured as PCM by the
+AudioWorklet in tap.js and encoded as WAV in the page, since browsers record webm/opus, which libsndfile cannot
+read), and shows the top-k classes as bars, the log-mel and the timeline of what each segment predicts. The server
+reads those files from the installed package and serves only them (`PAGE_FILES`): any other path is a 404.
 
 API, for programs: `POST /api/predict` with the raw bytes of an audio file as the body (any Content-Type;
 `?top_k=N` optional), e.g. `curl --data-binary @song.wav http://127.0.0.1:7860/api/predict`. Answers JSON
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.resources
 import json
 import logging
 import re
@@ -30,7 +32,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .audio import AudioDecodeError, load_audio
-from .checkpoint import CheckpointError
+from .cli_help import DefaultsHelpFormatter
+from .errors import VitaudioError
 from .inference import AudioClassifier, InputError, pipeline
 from .plots import figure_png, plot_mel
 
@@ -39,6 +42,13 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 50.0
 DRAIN_SECONDS = 5.0  # how long a refused upload is read and dropped, so the client sees the answer, not a reset
+PAGE_FILES = {  # URL path -> (file in vitaudio/page/, Content-Type): the only files the server sends
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/page.css": ("page.css", "text/css; charset=utf-8"),
+    "/page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "/tap.js": ("tap.js", "text/javascript; charset=utf-8"),  # the AudioWorklet processor page.js records with
+}
 
 
 class UploadError(Exception):
@@ -95,15 +105,21 @@ class DemoServer(ThreadingHTTPServer):
 
 
 class DemoHandler(BaseHTTPRequestHandler):
-    """GET / (the page), GET /api/info, POST /api/predict; every error is JSON with a message."""
+    """GET / and the page's files, GET /api/info, POST /api/predict; every error is JSON with a message."""
 
     server: DemoServer
     server_version = "vitaudio-serve"
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        if path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
+        if path in PAGE_FILES:
+            name, content_type = PAGE_FILES[path]
+            try:
+                self._send(HTTPStatus.OK, page_file(name), content_type)
+            except FileNotFoundError:
+                log.exception("page file missing")
+                self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {
+                    "error": f"vitaudio/page/{name} is missing from the installed package; reinstall vitaudio"})
         elif path == "/api/info":
             self._send_json(HTTPStatus.OK, self.server.info())
         else:
@@ -191,6 +207,12 @@ def make_server(clf: AudioClassifier, host: str = "127.0.0.1", port: int = DEFAU
     return DemoServer((host, port), clf, top_k=top_k, max_upload_bytes=int(max_upload_mb * 1e6))
 
 
+def page_file(name: str) -> bytes:
+    """The bytes of one of the page's files, from the installed package (read on each request: a reload shows
+    an edited page without restarting the server)."""
+    return (importlib.resources.files("vitaudio") / "page" / name).read_bytes()
+
+
 def _decoder_says(reason: str) -> str:
     """libsndfile's own words from an AudioDecodeError reason, without the in-memory file's name."""
     reason = re.sub(r"Error opening <[^>]*>: ", "", reason)
@@ -203,20 +225,22 @@ def _megabytes(n_bytes: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitaudio.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitaudio.serve", description=__doc__.split("\n\n")[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/x/best.pt")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 = every interface)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 = any free port")
-    parser.add_argument("--top-k", type=int, default=5, help="classes shown per clip (default 5)")
+                        help="address to bind: 127.0.0.1 = this computer only; 0.0.0.0 = every interface")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 = any free port")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per clip")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
-                        help=f"largest accepted upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+                        help="largest accepted upload in MB")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the model runs; auto = cuda when present, else cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         clf = pipeline(args.checkpoint, device=args.device)
-    except CheckpointError as err:
+    except VitaudioError as err:
         print(f"serve: error: {err}", file=sys.stderr)
         return 2
     try:
@@ -226,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(choose another --port)", file=sys.stderr)
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"serve: warning: listening on {args.host}: anyone who can reach this machine can use the page "
+        print(f"serve: warning: listening on {args.host}: anyone who can reach this computer can use the page "
               f"(browsers allow recording only on localhost or https)", file=sys.stderr)
     print(f"vitaudio demo: {clf} on {server.url} (Ctrl-C to stop)", flush=True)
     try:
@@ -237,240 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
     return 0
 
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>vitaudio demo</title>
-<link rel="icon" href="data:,">
-<style>
-  body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 960px; padding: 1rem 1.5rem; color: #222; }
-  h1 { font-size: 1.4rem; margin: 0.2rem 0; }
-  #info { color: #666; font-size: 0.9rem; }
-  .controls { display: flex; gap: 1rem; align-items: center; flex-wrap: wrap; margin: 1rem 0; }
-  #drop { border: 2px dashed #aaa; border-radius: 8px; padding: 1rem 1.5rem; flex: 1; min-width: 260px; }
-  #drop.over { border-color: #1f77b4; background: #eef5fb; }
-  button { font-size: 1rem; padding: 0.5rem 1rem; border-radius: 6px; border: 1px solid #888; background: #f4f4f4;
-           cursor: pointer; }
-  button.recording { background: #d62728; color: white; border-color: #d62728; }
-  #status { min-height: 1.4rem; margin: 0.5rem 0; }
-  #status.error { color: #b00020; font-weight: 600; }
-  #result[hidden] { display: none; }
-  #top-label { font-size: 1.8rem; font-weight: 700; }
-  .bar-row { display: grid; grid-template-columns: 9rem 1fr 4rem; gap: 0.5rem; align-items: center; margin: 3px 0; }
-  .bar { height: 1.1rem; background: #1f77b4; border-radius: 3px; }
-  .bar-row .score { text-align: right; font-variant-numeric: tabular-nums; }
-  #mel { width: 100%; margin-top: 1rem; }
-  #timeline { position: relative; height: 2.6rem; margin: 0.3rem 0 0.2rem; background: #f0f0f0; border-radius: 4px; }
-  .segment { position: absolute; top: 0; bottom: 0; border: 1px solid white; border-radius: 4px; color: white;
-             font-size: 0.75rem; overflow: hidden; white-space: nowrap; padding: 2px 4px; box-sizing: border-box; }
-  #timeline.two-lanes .lane0 { bottom: 50%; }
-  #timeline.two-lanes .lane1 { top: 50%; }
-  #timeline-axis { display: flex; justify-content: space-between; color: #666; font-size: 0.8rem; }
-</style>
-</head>
-<body>
-<h1>vitaudio demo</h1>
-<div id="info">loading the model description...</div>
-<div class="controls">
-  <label id="drop">Choose or drop an audio file (WAV, FLAC, OGG, MP3):
-    <input id="file" type="file" accept="audio/*,.wav,.flac,.ogg,.mp3,.au,.aiff">
-  </label>
-  <button id="record" type="button" hidden>&#9679; Record</button>
-</div>
-<div id="status" role="status"></div>
-<section id="result" hidden>
-  <div>Prediction: <span id="top-label"></span></div>
-  <div id="bars"></div>
-  <img id="mel" alt="log-mel spectrogram of the clip">
-  <div><b>Segments</b> (what each segment alone predicts)</div>
-  <div id="timeline"></div>
-  <div id="timeline-axis"><span>0 s</span><span id="duration"></span></div>
-</section>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf"];
-let info = null;
-
-function setStatus(text, isError) {
-  $("status").textContent = text;
-  $("status").className = isError ? "error" : "";
-}
-
-function colour(label) {
-  const index = info ? info.classes.indexOf(label) : 0;
-  return PALETTE[(index < 0 ? 0 : index) % PALETTE.length];
-}
-
-async function loadInfo() {
-  try {
-    info = await (await fetch("/api/info")).json();
-    $("info").textContent = info.classes.length + " classes: " + info.classes.join(", ") + " \\u00b7 segments of " +
-      info.segment_seconds + " s \\u00b7 uploads up to " + info.max_upload_mb + " MB";
-  } catch (err) {
-    $("info").textContent = "cannot reach the server: " + err;
-  }
-}
-
-async function classify(blob, name) {
-  if (info && blob.size > info.max_upload_bytes) {
-    setStatus("upload larger than " + info.max_upload_mb + " MB: choose a shorter clip", true);
-    return;
-  }
-  setStatus("classifying " + name + " ...", false);
-  let answer;
-  try {
-    const response = await fetch("/api/predict", {method: "POST", body: blob});
-    answer = await response.json();
-    if (!response.ok) {
-      setStatus(answer.error || ("error " + response.status), true);
-      return;
-    }
-  } catch (err) {
-    setStatus("the request failed: " + err, true);
-    return;
-  }
-  show(answer, name);
-}
-
-function show(answer, name) {
-  $("top-label").textContent = answer.predictions[0].label;
-  const bars = $("bars");
-  bars.replaceChildren();
-  for (const p of answer.predictions) {
-    const row = document.createElement("div");
-    row.className = "bar-row";
-    const label = document.createElement("span");
-    label.textContent = p.label;
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.style.width = (100 * p.score).toFixed(1) + "%";
-    bar.style.background = colour(p.label);
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = (100 * p.score).toFixed(1) + "%";
-    row.append(label, bar, score);
-    bars.append(row);
-  }
-  $("mel").src = answer.mel_png;
-  const timeline = $("timeline");
-  timeline.replaceChildren();
-  let lane = 0, laneEnd = 0, overlapping = false;
-  for (const segment of answer.segments) {
-    // the last segment is aligned to the clip's end and may overlap the one before: give it the other lane
-    lane = segment.start < laneEnd - 1e-6 ? 1 - lane : 0;
-    overlapping = overlapping || lane === 1;
-    laneEnd = segment.end;
-    const top = segment.predictions[0];
-    const block = document.createElement("div");
-    block.className = "segment lane" + lane;
-    block.style.left = (100 * segment.start / answer.duration) + "%";
-    block.style.width = (100 * (segment.end - segment.start) / answer.duration) + "%";
-    block.style.background = colour(top.label);
-    block.textContent = top.label + " " + Math.round(100 * top.score) + "%";
-    block.title = segment.start.toFixed(2) + "-" + segment.end.toFixed(2) + " s: " +
-      segment.predictions.map((p) => p.label + " " + (100 * p.score).toFixed(1) + "%").join(", ");
-    timeline.append(block);
-  }
-  timeline.classList.toggle("two-lanes", overlapping);
-  $("duration").textContent = answer.duration.toFixed(2) + " s";
-  $("result").hidden = false;
-  setStatus(name + ": " + answer.duration.toFixed(2) + " s, " + answer.segments.length + " segment(s)", false);
-}
-
-$("file").addEventListener("change", (event) => {
-  const file = event.target.files[0];
-  if (file) classify(file, file.name);
-});
-$("drop").addEventListener("dragover", (event) => { event.preventDefault(); $("drop").classList.add("over"); });
-$("drop").addEventListener("dragleave", () => $("drop").classList.remove("over"));
-$("drop").addEventListener("drop", (event) => {
-  event.preventDefault();
-  $("drop").classList.remove("over");
-  const file = event.dataTransfer.files[0];
-  if (file) classify(file, file.name);
-});
-
-// Recording: browsers' MediaRecorder makes webm/opus, which the server's libsndfile cannot read, so the page taps
-// the raw samples with an AudioWorklet and writes a 16-bit mono WAV itself.
-const TAP = "class Tap extends AudioWorkletProcessor {" +
-  " process(inputs) { const channel = inputs[0][0]; if (channel) this.port.postMessage(channel.slice(0));" +
-  " return true; } } registerProcessor('tap', Tap);";
-let recorder = null;
-
-function encodeWav(chunks, sampleRate) {
-  const n = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
-  const view = new DataView(new ArrayBuffer(44 + 2 * n));
-  const text = (offset, s) => { for (let i = 0; i < s.length; i++) view.setUint8(offset + i, s.charCodeAt(i)); };
-  text(0, "RIFF"); view.setUint32(4, 36 + 2 * n, true); text(8, "WAVE");
-  text(12, "fmt "); view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
-  view.setUint32(24, sampleRate, true); view.setUint32(28, 2 * sampleRate, true);
-  view.setUint16(32, 2, true); view.setUint16(34, 16, true);
-  text(36, "data"); view.setUint32(40, 2 * n, true);
-  let offset = 44;
-  for (const chunk of chunks) {
-    for (const sample of chunk) {
-      const s = Math.max(-1, Math.min(1, sample));
-      view.setInt16(offset, s < 0 ? s * 0x8000 : s * 0x7fff, true);
-      offset += 2;
-    }
-  }
-  return new Blob([view], {type: "audio/wav"});
-}
-
-async function startRecording() {
-  const stream = await navigator.mediaDevices.getUserMedia({audio: true});
-  const context = new AudioContext();
-  await context.audioWorklet.addModule(URL.createObjectURL(new Blob([TAP], {type: "text/javascript"})));
-  const source = context.createMediaStreamSource(stream);
-  const tap = new AudioWorkletNode(context, "tap");
-  const chunks = [];
-  tap.port.onmessage = (event) => chunks.push(event.data);
-  const mute = context.createGain();
-  mute.gain.value = 0;  // connected to the output so the graph runs, silent so there is no feedback
-  source.connect(tap).connect(mute).connect(context.destination);
-  recorder = {stream, context, chunks, started: performance.now()};
-  $("record").textContent = "\\u25a0 Stop";
-  $("record").classList.add("recording");
-  setStatus("recording... press Stop to classify", false);
-}
-
-async function stopRecording() {
-  const {stream, context, chunks, started} = recorder;
-  recorder = null;
-  stream.getTracks().forEach((track) => track.stop());
-  await context.close();
-  $("record").textContent = "\\u25cf Record";
-  $("record").classList.remove("recording");
-  const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  if (!chunks.length) {
-    setStatus("nothing was recorded", true);
-    return;
-  }
-  classify(encodeWav(chunks, context.sampleRate), "recording (" + seconds + " s)");
-}
-
-if (window.isSecureContext && navigator.mediaDevices && navigator.mediaDevices.getUserMedia &&
-    window.AudioWorkletNode) {
-  $("record").hidden = false;
-  $("record").addEventListener("click", async () => {
-    try {
-      if (recorder) await stopRecording(); else await startRecording();
-    } catch (err) {
-      recorder = null;
-      setStatus("cannot record: " + err.message, true);
-    }
-  });
-}
-loadInfo();
-</script>
-</body>
-</html>
-"""
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,11 +2,13 @@
 
     python tests/manual/serve_in_chromium.py runs/x/best.pt [--out /tmp/serve-check]
 
-Starts `python -m vitaudio.serve CHECKPOINT --port 0`, opens the page in headless Chromium, uploads a generated
-clip through the file input, reads the predicted label from the page, uploads a text file and reads the refusal,
-records 2 s from Chromium's fake microphone (a beep) and reads that prediction, and saves a screenshot of the page
-after the upload and after the recording. Prints a JSON summary; exits 1 if a step fails. Trains nothing: make a
-checkpoint first, e.g. `python train.py --model mini --epochs 2 --out /tmp/run`.
+Starts `python -m vitaudio.serve CHECKPOINT --port 0`, opens the page in headless Chromium, checks that its
+stylesheet (/page.css) is applied and its script (/page.js) ran, uploads a generated clip through the file input,
+reads the predicted label from the page, uploads a text file and reads the refusal, records 2 s from Chromium's
+fake microphone (a beep; the AudioWorklet is /tap.js) and reads that prediction, reads the browser's console for
+errors (a page file that did not load, a script error), and saves a screenshot of the page after the upload and
+after the recording. Prints a JSON summary; exits 1 if a step fails. Trains nothing: make a checkpoint first,
+e.g. `python train.py --model mini --epochs 2 --out /tmp/run`.
 
 The generated clip is a new demo-style clip of the checkpoint's first class when the checkpoint knows the demo
 classes (`vitaudio.demo`, a seed the demo set does not use), else a 440 Hz tone.
@@ -83,10 +85,13 @@ def main() -> int:
     options.binary_location = args.chromium
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=args.chromedriver), options=options)
     summary = {"url": url, "classes": classes, "expected": expected, "steps": {}}
     wait = WebDriverWait(driver, 90)
-    text = lambda element_id: driver.find_element(By.ID, element_id).text  # noqa: E731
+
+    def text(element_id: str) -> str:
+        return driver.find_element(By.ID, element_id).text
 
     def screenshot(name: str) -> None:
         """The whole page, below the fold too (DevTools' captureBeyondViewport)."""
@@ -99,6 +104,8 @@ def main() -> int:
         driver.get(url)
         wait.until(lambda d: "classes" in text("info"))
         summary["info"] = text("info")
+        border = driver.execute_script("return getComputedStyle(document.getElementById('drop')).borderStyle")
+        summary["steps"]["page_files"] = {"drop_border": border, "ok": border == "dashed"}  # page.js ran: info
 
         driver.find_element(By.ID, "file").send_keys(str(clip.resolve()))
         wait.until(lambda d: text("top-label") and "clip.wav:" in text("status"))
@@ -129,6 +136,9 @@ def main() -> int:
                                              "ok": "segment(s)" in text("status")}
         else:
             summary["steps"]["recording"] = {"ok": False, "status": "the Record button is hidden"}
+        errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+                  and "/api/predict" not in entry["message"]]  # the refusal above is a 400 the console reports
+        summary["steps"]["console"] = {"errors": errors, "ok": not errors}
     finally:
         driver.quit()
         server.terminate()
