@@ -113,3 +113,18 @@ def test_criterion_names_are_checked():
 
     with pytest.raises(ValueError, match="'loss' or 'accuracy'"):
         Criterion("f1")
+
+
+def test_last_pt_of_an_earlier_format_without_best_score_resumes(tmp_path):
+    from vitaudio.checkpoint import load_checkpoint, save_checkpoint
+
+    model, train, val, optimizer, schedule = make()
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=2, patience=10), device=torch.device("cpu"),
+        run_dir=tmp_path, log=False)
+    last = load_checkpoint(tmp_path / "last.pt", required=())
+    del last["best_score"]  # checkpoints before the criterion was an argument kept only the best val loss
+    save_checkpoint(tmp_path / "last.pt", last)
+    model, train, val, optimizer, schedule = make()
+    result = fit(model, train, val, optimizer, schedule, LoopConfig(epochs=3, patience=10),
+                 device=torch.device("cpu"), run_dir=tmp_path, resume=True, log=False)
+    assert result.last_epoch == 3 and [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2, 3]
