@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -13,18 +14,19 @@ import torch
 from .checkpoint import header_of, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext, barrier, broadcast
+from .files import write_text_atomic
 from .model import ViTEnsemble
 from .run import saved_run_data, test_model, train_model
 from .rundir import make_run_dir, member_dirs, read_metrics
 
 
 def train_ensemble(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
-                   stop=None) -> Path:
+                   stop: Callable[[int], bool] | None = None) -> Path:
     """Train the members (each with `engine.fit`'s `stop` hook), combine them, test the ensemble; -> run dir."""
     if ctx.is_main:
         run_dir = resume or make_run_dir(config.out)
         if not resume:  # what --resume reads; completed with the model, mel and data sections at the end
-            (run_dir / "config.json").write_text(json.dumps({"train": asdict(config)}, indent=1))
+            write_text_atomic(run_dir / "config.json", json.dumps({"train": asdict(config)}, indent=1))
     run_dir = broadcast(run_dir if ctx.is_main else None, ctx)
     for member, member_dir in enumerate(member_dirs(run_dir, config.members)):
         member_config = replace(config, members=1, seed=config.seed + member, out=str(member_dir))
@@ -50,11 +52,11 @@ def combine_members(run_dir: Path, config: TrainConfig) -> list[int]:
     member's best weights) from its trained members; -> each member's best epoch."""
     dirs = member_dirs(run_dir, config.members)
     saved = {**json.loads((dirs[0] / "config.json").read_text()), "train": asdict(config)}
-    (run_dir / "config.json").write_text(json.dumps(saved, indent=1))
+    write_text_atomic(run_dir / "config.json", json.dumps(saved, indent=1))
     shutil.copyfile(dirs[0] / "split.json", run_dir / "split.json")
     records = [{"member": member, **record} for member, member_dir in enumerate(dirs)
                for record in read_metrics(member_dir)]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in records))
     bests = [load_checkpoint(member_dir / "best.pt") for member_dir in dirs]
     weights = {f"members.{member}.{name}": value for member, best in enumerate(bests)
                for name, value in best["model"].items()}  # ViTEnsemble's state dict

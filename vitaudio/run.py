@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from .data import (
     train_transform,
 )
 from .distributed import DistContext, barrier, broadcast
-from .engine import LoopConfig, evaluate, fit, warmup_then_plateau
+from .engine import LOWEST_VAL_LOSS, LoopConfig, evaluate, fit, warmup_then_plateau
 from .errors import ConfigError
 from .features import MelConfig
+from .files import write_text_atomic
 from .melify import cached_melify
 from .model import ViT, ViTConfig, ViTEnsemble, vit_config
 from .plots import plot_curves
@@ -109,7 +111,7 @@ def write_run_files(run_dir: Path, config: TrainConfig, data: RunData) -> None:
     paths = source_paths(data.mel_root)
     write_split_file(run_dir / "split.json", data.split,
                      {k: paths.get(k, f"{k}.png") for k in MelClips(data.mel_root).keys})
-    (run_dir / "config.json").write_text(json.dumps(
+    write_text_atomic(run_dir / "config.json", json.dumps(
         {"train": asdict(config), "model": asdict(data.model_config), "mel": data.mel_config.to_dict(),
          "segment": data.rule.to_dict(), "normalization": asdict(data.standardize), "classes": data.classes,
          "mel_root": str(data.mel_root)}, indent=1))
@@ -119,17 +121,18 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epo
     """AdamW, and its schedule: a per-step linear warm-up from lr / 100, then ReduceLROnPlateau on val clip loss."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return optimizer, warmup_then_plateau(optimizer, steps_per_epoch=steps_per_epoch,
-                                          warmup_epochs=config.warmup_epochs, criterion=loop_config(config).criterion,
+                                          warmup_epochs=config.warmup_epochs, criterion=LOWEST_VAL_LOSS,
                                           factor=config.plateau_factor, patience=config.plateau_patience)
 
 
 def loop_config(config: TrainConfig, amp: bool = False) -> LoopConfig:
-    return LoopConfig(epochs=config.epochs, patience=config.patience, label_smoothing=config.label_smoothing,
-                      mixup=config.mixup, grad_clip=config.grad_clip, amp=amp)
+    """The loop of train.py's recipe: the best epoch has the lowest val clip loss."""
+    return LoopConfig(epochs=config.epochs, patience=config.patience, criterion=LOWEST_VAL_LOSS,
+                      label_smoothing=config.label_smoothing, mixup=config.mixup, grad_clip=config.grad_clip, amp=amp)
 
 
 def train_model(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
-                member: int = 0, stop=None) -> Path:
+                member: int = 0, stop: Callable[[int], bool] | None = None) -> Path:
     """One model's run (or its continuation from `resume`), tested at the end; -> its run directory. `member`
     picks which member of an ensemble checkpoint --init-from starts it from; `stop` is `engine.fit`'s hook."""
     seed_everything(config.seed)
