@@ -223,7 +223,7 @@ def read_mel_config(mel_root: Path) -> MelConfig:
     manifest = Path(mel_root) / MANIFEST
     if not manifest.exists():
         raise LayoutError(f"{manifest} is missing: {mel_root} is not melify output "
-                                f"(run `python -m vitaudio.melify SRC {mel_root}`)")
+                          f"(run `python -m vitaudio.melify SRC {mel_root}`)")
     return MelConfig(**json.loads(manifest.read_text())["mel_config"])
 
 

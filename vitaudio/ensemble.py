@@ -38,18 +38,19 @@ def train_ensemble(config: TrainConfig, resume: Path | None, device: torch.devic
             print(f"member {member + 1} of {config.members} (seed {member_config.seed}) in {member_dir}")
         train_model(member_config, member_dir if started else None, device, ctx, member=member, stop=stop)
     if ctx.is_main:
-        member_epochs = combine_members(run_dir, config)
+        weights, member_epochs = combine_members(run_dir, config)
         data = saved_run_data(run_dir)
-        ensemble = ViTEnsemble(data.model_config, config.members).to(device)
-        ensemble.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
+        ensemble = ViTEnsemble(data.model_config, config.members)
+        ensemble.load_state_dict(weights)
+        ensemble.to(device)
         test_model(ensemble, run_dir, data, config, device, best_epoch=member_epochs)
     barrier(ctx)
     return run_dir
 
 
-def combine_members(run_dir: Path, config: TrainConfig) -> list[int]:
+def combine_members(run_dir: Path, config: TrainConfig) -> tuple[dict, list[int]]:
     """Write the ensemble's config.json, split.json, metrics.jsonl (every member's epochs) and best.pt (every
-    member's best weights) from its trained members; -> each member's best epoch."""
+    member's best weights) from its trained members; -> (the ensemble's state dict, each member's best epoch)."""
     dirs = member_dirs(run_dir, config.members)
     saved = {**json.loads((dirs[0] / "config.json").read_text()), "train": asdict(config)}
     write_text_atomic(run_dir / "config.json", json.dumps(saved, indent=1))
@@ -64,4 +65,4 @@ def combine_members(run_dir: Path, config: TrainConfig) -> list[int]:
     save_checkpoint(run_dir / "best.pt", {**header_of(bests[0]), "train_config": asdict(config),
                                           "members": config.members, "model": weights,
                                           "member_epochs": member_epochs})
-    return member_epochs
+    return weights, member_epochs
