@@ -30,6 +30,7 @@ A class whose works are few and long can miss the 80/10/10 test split (styles_de
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -61,14 +62,13 @@ from vitaudio.data import (  # noqa: E402
     train_transform,
 )
 from vitaudio.engine import HIGHEST_VAL_ACCURACY, LoopConfig, Schedule, evaluate, fit  # noqa: E402
-from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.files import atomic_path, write_text_atomic  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
 from vitaudio.report import classification_report  # noqa: E402
-from vitaudio.run import loop_config, make_optimizer  # noqa: E402
+from vitaudio.run import loop_config, make_optimizer, segment_frames  # noqa: E402
 from vitaudio.rundir import member_dirs, seed_everything  # noqa: E402
 from vitaudio.scoring import resolve_device  # noqa: E402
-from vitaudio.splits import SPLITS, make_split, read_groups, read_split_file, write_split_file  # noqa: E402
+from vitaudio.splits import SPLITS, clip_key, make_split, read_groups, read_split_file, write_split_file  # noqa: E402
 from vitaudio.train import train  # noqa: E402
 
 CONTENDERS = ("vitaudio", "classical", "cnn", "blog", "blog480")
@@ -91,6 +91,7 @@ class RunResult:
     command: str = ""
     budget_seconds: float = 0.0  # the same on the budget clock
     data: str = ""  # data_fingerprint of the root ("" in rows from before it was recorded)
+    predicted: dict[str, str] = field(default_factory=dict)  # test clip key -> predicted class (empty in old rows)
 
 
 @dataclass
@@ -126,12 +127,17 @@ def label_of(bench: Bench, key: str) -> int:
 
 
 def result_of(contender: str, task: Task, seed: int, report: dict, start: tuple[float, float],
-              epochs: int | None) -> RunResult:
-    """A run's result from its test report and its (wall, budget clock) start times."""
+              epochs: int | None, predicted: dict[str, str]) -> RunResult:
+    """A run's result from its test report, its (wall, budget clock) start times and its test predictions."""
     return RunResult(contender, task.name, seed, report["accuracy"], report["macro_f1"],
                      {name: scores["f1"] for name, scores in report["per_class"].items() if scores["support"]},
                      report["confusion_matrix"], time.time() - start[0], epochs,
-                     budget_seconds=budget_clock() - start[1])
+                     budget_seconds=budget_clock() - start[1], predicted=predicted)
+
+
+def predictions(bench: Bench, keys: list[str], clip_logits: torch.Tensor) -> dict[str, str]:
+    """Clip keys and their clip logits (n_clips, n_classes), in the same order -> clip key -> predicted class."""
+    return {key: bench.classes[i] for key, i in zip(keys, clip_logits.argmax(dim=1).tolist())}
 
 
 def data_fingerprint(root: Path, audio_paths: list[str]) -> str:
@@ -208,15 +214,38 @@ def member_epochs(run_dir: Path, members: int) -> list[int]:
     return [len((d / "metrics.jsonl").read_text().splitlines()) for d in member_dirs(run_dir, members)]
 
 
-def run_vitaudio(bench: Bench, task: Task, seed: int) -> RunResult:
-    """train.py's default recipe, untouched, with the budget split between its members (MemberBudget)."""
-    run_dir = bench.out / "vitaudio" / f"{task.name}-seed{seed}"
+def run_vitaudio(bench: Bench, task: Task, seed: int, recipe: dict | None = None) -> RunResult:
+    """train.py's default recipe, untouched unless `recipe` changes some of its fields (a variant under test),
+    with the budget split between its members (MemberBudget)."""
+    name = recipe_name(recipe)
+    run_dir = bench.out / name.replace(" ", "_") / f"{task.name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = TrainConfig(root=str(bench.root), split_file=str(task.split_file), seed=seed, out=str(run_dir))
+    config = TrainConfig(root=str(bench.root), split_file=str(task.split_file), seed=seed, out=str(run_dir),
+                         **(recipe or {}))
     start = (time.time(), budget_clock())
     train(config, stop=MemberBudget(bench.budget_s, config.members))
     report = json.loads((run_dir / "test_report.json").read_text())
-    return result_of("vitaudio", task, seed, report, start, max(member_epochs(run_dir, config.members)))
+    with open(run_dir / "test_predictions.csv", newline="") as file:
+        predicted = {clip_key(row["clip"]): row["predicted"] for row in csv.DictReader(file)}
+    return result_of(name, task, seed, report, start, max(member_epochs(run_dir, config.members)), predicted)
+
+
+def recipe_name(recipe: dict | None) -> str:
+    """"vitaudio", or for a variant of the default "vitaudio a=1 b=2" (its changes, sorted)."""
+    return " ".join(["vitaudio", *(f"{k}={v}" for k, v in sorted((recipe or {}).items()))])
+
+
+def parse_recipe(pairs: list[str]) -> dict:
+    """["ema_epochs=5", "members=3"] -> TrainConfig field values, of the types the fields declare."""
+    kinds = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    declared = {f.name: kinds[str(f.type).split(" |")[0]] for f in fields(TrainConfig)}
+    recipe = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in declared or not value:
+            raise SystemExit(f"--recipe {pair}: expected FIELD=VALUE with a field of TrainConfig")
+        recipe[name] = declared[name](value)
+    return recipe
 
 
 def classical_features(bench: Bench, keys: list[str]) -> dict[str, np.ndarray]:
@@ -251,7 +280,8 @@ def run_classical(bench: Bench, task: Task, seed: int) -> RunResult:
     clip_logits = torch.full((len(y["test"]), len(bench.classes)), -1e9, dtype=torch.float64)  # (n_test, n_classes)
     clip_logits[:, best.classes_] = torch.from_numpy(best.predict_log_proba(x["test"]).astype(np.float64))
     report = classification_report(clip_logits, torch.from_numpy(y["test"]), bench.classes)
-    return result_of("classical", task, seed, report, start, None)
+    return result_of("classical", task, seed, report, start, None,
+                     predictions(bench, task.split["test"], clip_logits))
 
 
 class SmallCNN(nn.Module):
@@ -287,7 +317,7 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
     """The CNN on our exact pipeline: train.py's augmentation, standardisation, optimiser, schedule, mixup, loop."""
     recipe, start = TrainConfig(), (time.time(), budget_clock())
     seed_everything(seed)
-    frames = round(recipe.segment_seconds * read_mel_config(bench.mel_root).frames_per_second)
+    frames = segment_frames(None, read_mel_config(bench.mel_root), MelClips(bench.mel_root, task.split["train"]))
     rule, standardize = SegmentRule(frames, frames), mel_stats(MelClips(bench.mel_root, task.split["train"]))
     train_set = MelClips(bench.mel_root, task.split["train"], transform=train_transform(frames, standardize),
                          in_memory=True)
@@ -308,8 +338,10 @@ def fit_and_test(contender: str, bench: Bench, task: Task, seed: int, model: nn.
     result = fit(model, loaders["train"], loaders["val"], optimizer, schedule, loop, device=bench.device,
                  stop=MemberBudget(bench.budget_s, 1))
     test = evaluate(model, loaders["test"], device=bench.device)
+    keys = getattr(loaders["test"].dataset, "clips", None)
+    keys = keys.keys if keys is not None else task.split["test"]  # MelClips' own order, or a list in split order
     return result_of(contender, task, seed, classification_report(test.clip_logits, test.labels, bench.classes),
-                     start, result.last_epoch)
+                     start, result.last_epoch, predictions(bench, keys, test.clip_logits))
 
 
 def render_blog_png(audio_path: Path, png: Path) -> None:
@@ -389,9 +421,39 @@ def mean_std(values: list[float], scale: float = 1.0) -> str:
     return f"{statistics.mean(values) * scale:.1f} ± {std * scale:.1f}"
 
 
-def markdown(results: list[RunResult], classes: list[str]) -> str:
-    """Summary table, per-class F1 (mean over runs) and confusion matrices (summed over runs)."""
+def paired_difference(results: list[RunResult], contender: str, groups: dict[str, str] | None, *,
+                      reference: str = "vitaudio", draws: int = 10_000, seed: int = 0) -> dict | None:
+    """Accuracy of `reference` minus that of `contender` on the test clips of the runs they share (same split and
+    seed), in points, with a 95 % interval from a paired bootstrap that resamples source groups (a group's clips,
+    over all its runs, are drawn together: clips of one work or voice are not independent). None without pairs."""
+    runs = {(r.split, r.seed): r for r in results if r.contender == reference and r.predicted}
+    group_sums, group_counts = {}, {}
+    n_pairs = 0
+    for r in results:
+        paired = runs.get((r.split, r.seed))
+        if r.contender != contender or paired is None or not r.predicted:
+            continue
+        n_pairs += 1
+        for key in paired.predicted.keys() & r.predicted.keys():
+            truth, group = key.split("/")[0], groups.get(key, key) if groups else key
+            diff = (paired.predicted[key] == truth) - (r.predicted[key] == truth)  # -1, 0 or 1
+            group_sums[group] = group_sums.get(group, 0) + diff
+            group_counts[group] = group_counts.get(group, 0) + 1
+    if not group_counts:
+        return None
+    sums, counts = np.array(list(group_sums.values()), float), np.array(list(group_counts.values()), float)
+    draw = np.random.default_rng(seed).integers(0, len(sums), size=(draws, len(sums)))  # (draws, n_groups)
+    means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"runs": n_pairs, "clips": int(counts.sum()), "groups": len(sums),
+            "difference": 100 * sums.sum() / counts.sum(), "low": 100 * low, "high": 100 * high}
+
+
+def markdown(results: list[RunResult], classes: list[str], groups: dict[str, str] | None = None) -> str:
+    """Summary table, paired differences with the default, per-class F1 (mean over runs) and confusion matrices
+    (summed over runs)."""
     names = [c for c in CONTENDERS if any(r.contender == c for r in results)]
+    names += sorted({r.contender for r in results} - set(names))  # variants of the default recipe
     runs = {c: [r for r in results if r.contender == c] for c in names}
     lines = ["| contender | runs | test accuracy % | macro-F1 % | s per run: wall (budget clock) | epochs |",
              "| --- " * 6 + "|"]
@@ -401,6 +463,14 @@ def markdown(results: list[RunResult], classes: list[str]) -> str:
                      f"{mean_std([r.macro_f1 for r in rs], 100)} | {statistics.mean(r.seconds for r in rs):.0f} "
                      f"({statistics.mean(r.budget_seconds for r in rs):.0f}) | "
                      f"{f'{min(epochs)}–{max(epochs)}' if epochs else '–'} |")
+    differences = {c: paired_difference(results, c, groups) for c in names if c != "vitaudio"}
+    if any(differences.values()):
+        lines += ["", "`vitaudio` minus each contender on the test clips of the runs both made (same folds and "
+                      "seeds); the interval is a paired bootstrap over source groups (10,000 draws):", "",
+                  "| contender | paired runs | test clips (groups) | `vitaudio` minus it, points | 95 % interval |",
+                  "| --- " * 5 + "|"]
+        lines += [f"| `{c}` | {d['runs']} | {d['clips']} ({d['groups']}) | {d['difference']:+.1f} | "
+                  f"[{d['low']:+.1f}, {d['high']:+.1f}] |" for c, d in differences.items() if d]
     lines += ["", "Per-class F1 % (mean over the runs whose test split holds the class):", "",
               "| class | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
     for name in classes:
@@ -450,7 +520,8 @@ def section(bench: Bench, tasks: list[Task], results: list[RunResult], budget_mi
         "`blog` is a CPU stand-in for the GTZAN ViT blog recipe (224x224 images and ViT-Tiny width instead of "
         "480x480 and ViT-Base); `blog480` is the blog's own. Accuracy ± is the sample std over runs (seeds x folds).",
         "",
-        markdown(results, bench.classes)])
+        markdown(results, bench.classes, read_groups(bench.root / "metadata.csv")
+                 if (bench.root / "metadata.csv").exists() else None)])
 
 
 def write_results_md(heading: str, body: str) -> None:
@@ -482,6 +553,9 @@ def main() -> None:
                         help="training budget per run, in minutes on the budget clock (CPU time per torch thread)")
     parser.add_argument("--out", type=Path, help="runs and results (default runs/accuracy/<root>-<split>)")
     parser.add_argument("--write-results", action="store_true", help="write the tables into bench/RESULTS.md")
+    parser.add_argument("--recipe", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="a variant of the default: TrainConfig fields for the vitaudio contender, whose rows are "
+                             "then named by them (e.g. --recipe ema_epochs=5 members=3)")
     args = parser.parse_args()
     if args.folds == 1 or args.folds == 2:
         parser.error("--folds needs K >= 3 (test, val and train folds)")
@@ -490,7 +564,7 @@ def main() -> None:
     out = args.out or Path("runs/accuracy") / label
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    mel_root = cached_melify(args.root, MelConfig())
+    mel_root = cached_melify(args.root)
     bench = Bench(args.root, mel_root, MelClips(mel_root).classes, out, args.budget_minutes * 60,
                   resolve_device("auto"), {"melify": time.time() - start},
                   data=data_fingerprint(args.root, list(source_paths(mel_root).values())))
@@ -498,7 +572,8 @@ def main() -> None:
     skipped_blog = "blog" if bench.device.type == "cuda" else "blog480"  # the full-size recipe is a GPU's work
     contenders = args.contenders or [c for c in CONTENDERS if c != skipped_blog]
     command = "python bench/accuracy.py " + shlex.join(sys.argv[1:])
-    runners = {"vitaudio": run_vitaudio, "classical": run_classical, "cnn": run_cnn, "blog": run_blog,
+    runners = {"vitaudio": partial(run_vitaudio, recipe=parse_recipe(args.recipe)), "classical": run_classical,
+               "cnn": run_cnn, "blog": run_blog,
                "blog480": partial(run_blog, full_size=True)}
     results_path = out / "results.jsonl"
     check_same_data(results_path, bench.data)

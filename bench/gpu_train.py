@@ -34,7 +34,6 @@ from accuracy import Bench, blog_images, make_tasks, run_blog  # noqa: E402
 from vitaudio.config import TrainConfig  # noqa: E402
 from vitaudio.data import MelClips  # noqa: E402
 from vitaudio.demo import make_demo_dataset  # noqa: E402
-from vitaudio.features import MelConfig  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
 from vitaudio.scoring import resolve_device  # noqa: E402
 from vitaudio.train import train  # noqa: E402
@@ -75,7 +74,7 @@ def main() -> None:
         print(f"made {root} in {seconds:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)
     device = resolve_device("auto")
-    mel_root, melify_s, _ = timed(lambda: cached_melify(root, MelConfig()))
+    mel_root, melify_s, _ = timed(lambda: cached_melify(root))
     bench = Bench(root, mel_root, MelClips(mel_root).classes, args.out, math.inf, device,
                   {"melify (cached)": melify_s})
     task = make_tasks(bench, split_seed=0, folds=0, split_file=None)[0]

@@ -1,4 +1,5 @@
-"""bench/accuracy.py's bookkeeping: the data fingerprint that keeps builds of a data set apart, the blog image cache."""
+"""bench/accuracy.py's bookkeeping: the data fingerprint that keeps builds of a data set apart, the blog image cache,
+the member budget and the paired interval between the default and each contender."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -71,3 +72,27 @@ def test_member_budget_gives_each_member_an_equal_share_of_what_is_left(monkeypa
     budget = accuracy.MemberBudget(budget_s=80, members=2)
     assert [budget(epoch) for epoch in (1, 2, 3, 4, 5)] == [False, False, False, False, True]
     assert [budget(epoch) for epoch in (1, 2, 3, 4)] == [False, False, False, True]
+
+
+def run_with(contender: str, split: str, right: dict[str, bool]) -> "accuracy.RunResult":
+    """A run that predicted each clip's own class where `right` says so, another class elsewhere."""
+    predicted = {key: key.split("/")[0] if ok else "other" for key, ok in right.items()}
+    return accuracy.RunResult(contender, split, 0, sum(right.values()) / len(right), 0.0, {}, [], 1.0, 1,
+                              predicted=predicted)
+
+
+def test_paired_difference_resamples_whole_groups_and_needs_both_contenders_on_a_fold():
+    keys = [f"c{k % 2}/clip{k}" for k in range(40)]
+    groups = {key: f"work{k // 4}" for k, key in enumerate(keys)}  # 10 works of 4 clips
+    better = [run_with("vitaudio", "fold0", dict.fromkeys(keys, True)),
+              run_with("cnn", "fold0", {key: k % 4 != 0 for k, key in enumerate(keys)})]  # one clip in 4 wrong
+    d = accuracy.paired_difference(better, "cnn", groups)
+    assert (d["runs"], d["clips"], d["groups"]) == (1, 40, 10) and d["difference"] == pytest.approx(25.0)
+    assert d["low"] == d["high"] == pytest.approx(25.0)  # every work differs alike: no spread to resample
+
+    level = [run_with("vitaudio", "fold0", {key: k < 20 for k, key in enumerate(keys)}),
+             run_with("cnn", "fold0", {key: k >= 20 for k, key in enumerate(keys)})]  # each right on other works
+    d = accuracy.paired_difference(level, "cnn", groups)
+    assert d["difference"] == pytest.approx(0.0) and d["low"] < -30 and d["high"] > 30
+    assert accuracy.paired_difference([*level, run_with("classical", "fold1", {keys[0]: True})], "classical",
+                                      groups) is None  # no vitaudio run on fold1 to pair with

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vitaudio.data import (
+    CropWithContext,
     MelClips,
     RandomCrop,
     Segmented,
@@ -118,3 +119,27 @@ def test_mel_stats_are_mean_and_std_of_all_values(mel_root):
     stats = mel_stats(clips)
     values = np.concatenate([read_mel_png(p).ravel() for p, _ in clips.samples])
     assert stats.mean == pytest.approx(values.mean(), abs=1e-3) and stats.std == pytest.approx(values.std(), abs=1e-3)
+
+
+def without_masks(transform: CropWithContext) -> CropWithContext:
+    transform.mask = lambda mel: mel
+    return transform
+
+
+def test_band_shift_moves_the_crop_along_the_mel_axis_within_its_range():
+    mel_db = torch.full((1, 40, 50), -80.0)
+    mel_db[:, 20] = 0.0  # one loud band
+    transform = without_masks(CropWithContext(50, Standardize(0.0, 1.0), band_shift=0.1))  # up to 4 bands
+    rows = {int(transform(mel_db)[0][0].mean(dim=-1).argmax()) for _ in range(300)}
+    assert rows == set(range(16, 25))
+
+
+def test_time_stretch_resamples_crops_of_other_lengths_to_the_segment():
+    mel_db = torch.arange(400.0).expand(1, 8, 400)  # each value is its frame index
+    transform = without_masks(CropWithContext(100, Standardize(0.0, 1.0), time_stretch=0.25))
+    slopes = []
+    for _ in range(300):
+        crop = transform(mel_db)[0]
+        assert crop.shape == (1, 8, 100)
+        slopes.append(float(crop[0, 0, -1] - crop[0, 0, 0]) / 99)  # frames of the clip per frame of the crop
+    assert 1 / 1.25 - 0.02 <= min(slopes) < 0.9 and 1.1 < max(slopes) <= 1.25 + 0.02

@@ -89,23 +89,39 @@ def test_highest_accuracy_criterion_watches_accuracy_and_breaks_ties_by_loss():
     assert result.best_epoch == best["epoch"]
 
 
-def test_fit_with_a_run_dir_resumes_exactly_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("ema_epochs", [0.0, 2.0])
+def test_fit_with_a_run_dir_resumes_exactly_where_it_stopped(tmp_path, ema_epochs):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     for run_dir in (straight, interrupted):
         run_dir.mkdir()
     model, train, val, optimizer, schedule = make()
-    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10), device=torch.device("cpu"),
-        run_dir=straight, log=False)
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10, ema_epochs=ema_epochs),
+        device=torch.device("cpu"), run_dir=straight, log=False)
     model, train, val, optimizer, schedule = make()
-    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=2, patience=10), device=torch.device("cpu"),
-        run_dir=interrupted, log=False)
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=2, patience=10, ema_epochs=ema_epochs),
+        device=torch.device("cpu"), run_dir=interrupted, log=False)
     with open(interrupted / "metrics.jsonl", "a") as file:  # killed after this line, before last.pt was written
         file.write(json.dumps({"epoch": 3, "val_loss": 0.0}) + "\n")
     model, train, val, optimizer, schedule = make()
-    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10), device=torch.device("cpu"),
-        run_dir=interrupted, resume=True, log=False)
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10, ema_epochs=ema_epochs),
+        device=torch.device("cpu"), run_dir=interrupted, resume=True, log=False)
     drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(straight)]
     assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(interrupted)]
+
+
+def test_with_a_moving_average_the_average_is_scored_kept_and_left_in_the_model(tmp_path):
+    from vitaudio.checkpoint import load_checkpoint
+
+    model, train, val, optimizer, schedule = make()
+    trained = []
+    result = fit(model, train, val, optimizer, schedule, LoopConfig(epochs=3, patience=10, ema_epochs=1.0),
+                 device=torch.device("cpu"), run_dir=tmp_path, log=False,
+                 on_epoch=lambda record: trained.append(model.fc.weight.detach().clone()))
+    best, last = (load_checkpoint(tmp_path / name, required=()) for name in ("best.pt", "last.pt"))
+    assert best["epoch"] == result.best_epoch and torch.equal(model.fc.weight, best["model"]["fc.weight"])
+    assert torch.equal(last["model"]["fc.weight"], trained[-1])  # last.pt goes on from the trained weights
+    assert not torch.equal(best["model"]["fc.weight"], trained[result.best_epoch - 1])  # best.pt: their average
+    assert torch.equal(last["averaged"]["module.fc.weight"], model.fc.weight) == (result.best_epoch == 3)
 
 
 def test_criterion_names_are_checked():

@@ -7,7 +7,15 @@ from conftest import SR, write_tone
 from PIL import Image
 
 from vitaudio.audio import AudioDecodeError, load_audio
-from vitaudio.features import PNG_DB_STEP, MelConfig, log_mel, read_mel_png, write_mel_png
+from vitaudio.features import (
+    PNG_DB_STEP,
+    MelConfig,
+    log_mel,
+    mel_config_for,
+    mel_filterbank,
+    read_mel_png,
+    write_mel_png,
+)
 
 
 def mel_band_of(freq: float, config: MelConfig) -> int:
@@ -156,3 +164,14 @@ def test_png_encoding_is_read_alike_by_pillow_and_torchvision(tmp_path):
         assert decoded.mode == "I;16" and np.array_equal(np.asarray(decoded), image)
     from_torchvision = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8))  # (1, H, W) uint16
     assert np.array_equal(from_torchvision[0].numpy().astype(np.uint16), image)
+
+
+def test_short_clips_get_keyword_spotting_resolution_and_long_clips_the_music_defaults():
+    assert mel_config_for(22050, 30.0) == mel_config_for(16000, 3.0) == MelConfig()
+    words = mel_config_for(16000, 1.0)
+    assert (words.sample_rate, words.n_fft, words.hop_length, words.n_mels) == (16000, 512, 160, 64)
+    assert words.n_frames(16000) == 101  # a one-second word: 100 frames of 10 ms
+    assert mel_config_for(44100, 1.0).sample_rate == 22050  # never above the music rate
+    assert mel_config_for(8000, 0.5).hop_length == 80
+    for config in (words, mel_config_for(44100, 1.0), mel_config_for(8000, 0.5)):
+        assert (mel_filterbank(config).sum(axis=1) > 0).all(), config  # every band has an FFT bin

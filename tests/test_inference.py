@@ -120,7 +120,7 @@ def test_a_list_gives_a_list_and_batch_size_does_not_change_scores(clf):
 def test_features_and_logits_match_melify_pngs_and_evaluation(clf, checkpoint, tmp_path):
     paths = [write_wav(tmp_path / "audio" / label / f"{label}.00000.wav", music(seconds, seed=i))
              for i, (label, seconds) in enumerate(zip(CLASSES, (2.7, 0.6, 4.1)))]
-    melify(tmp_path / "audio", tmp_path / "mel", workers=1, progress=False)
+    melify(tmp_path / "audio", tmp_path / "mel", clf.mel_config, workers=1, progress=False)
     clips = MelClips(tmp_path / "mel")
     pngs = [tmp_path / "mel" / p.parent.name / f"{p.stem}.png" for p in paths]
     for path, png in zip(paths, pngs):  # the same function made both: they differ by PNG rounding only

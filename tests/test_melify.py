@@ -9,7 +9,7 @@ import pytest
 from conftest import SR, write_tone
 from PIL import Image
 
-from vitaudio.features import MelConfig, read_mel_png
+from vitaudio.features import MelConfig, mel_config_for, read_mel_png
 from vitaudio.melify import LayoutError, find_class_root, melify
 
 
@@ -28,10 +28,11 @@ def test_writes_one_16bit_png_per_clip_and_a_manifest(tone_tree, tmp_path):
     assert report.summary() == "converted 4, up to date 0, failed 0"
     assert sorted(png_bytes(dst)) == ["high/high.00000.png", "high/high.00001.png",
                                       "low/low.00000.png", "low/low.00001.png"]
+    derived = mel_config_for(SR, 2.0)  # 2 s clips: the short-clip parameters
     with Image.open(dst / "low/low.00000.png") as image:
-        assert image.mode == "I;16" and image.size == (MelConfig().n_frames(2 * SR), 128)
+        assert image.mode == "I;16" and image.size == (derived.n_frames(2 * SR), derived.n_mels)
     manifest = json.loads((dst / "melify.json").read_text())
-    assert manifest["mel_config"] == MelConfig().to_dict() and manifest["vitaudio_version"]
+    assert manifest["mel_config"] == derived.to_dict() and manifest["vitaudio_version"]
     assert manifest["files"][0] == {"source": "high/high.00000.wav", "output": "high/high.00000.png",
                                     "duration": 2.0, "status": "converted", "error": None}
 
@@ -43,7 +44,8 @@ def test_bad_files_are_reported_and_skipped_without_stopping_the_run(tone_tree, 
     (tone_tree / "low/.hidden.wav").write_bytes(b"junk")
     write_tone(tone_tree / "high/tiny.wav", seconds=0.09)  # 1984 samples < one 2048-sample window
     write_tone(tone_tree / "high/short.wav", seconds=0.1)  # 2205 samples: one window fits
-    result = run_cli(tone_tree, tmp_path / "dst", "--workers", "2")
+    music = ("--sample-rate", SR, "--n-fft", 2048, "--hop-length", 512, "--n-mels", 128)
+    result = run_cli(tone_tree, tmp_path / "dst", *music, "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "converted 5, up to date 0, failed 3" in result.stdout
     records = {r["source"]: r for r in json.loads((tmp_path / "dst/melify.json").read_text())["files"]}
@@ -88,7 +90,7 @@ def test_rerun_skips_up_to_date_images(tone_tree, tmp_path):
 
 
 def test_other_parameters_are_refused_unless_overwrite(tone_tree, tmp_path):
-    melify(tone_tree, tmp_path / "dst", workers=1, progress=False)
+    melify(tone_tree, tmp_path / "dst", MelConfig(), workers=1, progress=False)
     with pytest.raises(LayoutError, match="n_mels: 128 -> 64"):
         melify(tone_tree, tmp_path / "dst", MelConfig(n_mels=64), workers=1, progress=False)
     report = melify(tone_tree, tmp_path / "dst", MelConfig(n_mels=64), workers=1, overwrite=True, progress=False)

@@ -168,7 +168,7 @@ def test_segment_rollout_and_embeddings_of_a_trained_run(tiny_run):
     run = explore.load_run(tiny_run)
     clip = run.predictions[0].clip
     segment_db, relevance = explain.segment_rollout(clf, run.mel(clip))
-    assert segment_db.shape == relevance.shape == (128, clf.segment_rule.frames)
+    assert segment_db.shape == relevance.shape == (clf.mel_config.n_mels, clf.segment_rule.frames)
     assert np.nanmin(relevance) >= 0
     from_mels = explain.embed_mels(clf, [run.mel(clip)])
     from_audio = clf.embed([str(tiny_run.parent / "audio" / clip)])

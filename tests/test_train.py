@@ -13,6 +13,7 @@ from vitaudio.checkpoint import CheckpointError, load_checkpoint, model_from_che
 from vitaudio.config import TrainConfig
 from vitaudio.engine import train_one_epoch
 from vitaudio.errors import RunDirError
+from vitaudio.inference import pipeline
 from vitaudio.model import ViT, ViTConfig
 from vitaudio.train import train
 
@@ -63,7 +64,8 @@ def test_default_run_trains_two_members_and_tests_their_ensemble(tmp_path):
     for k, member in enumerate(members):
         assert all(torch.equal(ensemble["model"][f"members.{k}.{name}"], value)
                    for name, value in member["model"].items())
-    mel, context = torch.randn(3, 1, 128, 43), torch.randn(3, 256)
+    n_mels = members[0]["model_config"]["n_mels"]  # 2 s clips: the short-clip mel parameters, 64 bands
+    mel, context = torch.randn(3, 1, n_mels, 96), torch.randn(3, 2 * n_mels)
     singles = []
     for member in members:
         model = ViT(ViTConfig(**member["model_config"])).eval()
@@ -166,3 +168,19 @@ def test_train_accuracy_under_mixup_counts_the_label_with_the_larger_share():
     stats = train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.0), device=torch.device("cpu"),
                             mixup_alpha=0.3, progress=False)
     assert stats.n_seen == 512 and stats.accuracy == 1.0  # counted against the first label it is ~0.6
+
+
+def test_one_second_words_get_short_clip_features_and_whole_clip_segments(tmp_path):
+    root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
+    run_dir = train(TrainConfig(root=str(root), epochs=1, members=1, out=str(tmp_path / "run")))
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["mel"]["sample_rate"], saved["mel"]["hop_length"], saved["mel"]["n_mels"]) == (16000, 160, 64)
+    assert saved["segment"]["frames"] == 101 and saved["train"]["segment_seconds"] == 1.01  # one segment per clip
+    clf = pipeline(run_dir / "best.pt", device="cpu")
+    assert clf(str(next(root.rglob("*.wav"))))[0]["label"] in saved["classes"]
+
+
+def test_a_given_segment_length_wins_over_the_derived_one(tmp_path):
+    root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
+    run_dir = train(TrainConfig(root=str(root), epochs=1, members=1, segment_seconds=0.5, out=str(tmp_path / "r")))
+    assert json.loads((run_dir / "config.json").read_text())["segment"]["frames"] == 50

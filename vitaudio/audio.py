@@ -43,6 +43,15 @@ def find_audio_files(folder: Path) -> list[Path]:
                   if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def audio_info(path: Path) -> tuple[int, float] | None:
+    """(sample rate, seconds) of an audio file from its header, without decoding it; None when unreadable."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError):
+        return None
+    return info.samplerate, info.duration
+
+
 def load_audio(source: str | Path | bytes | BinaryIO, sample_rate: int) -> np.ndarray:
     """Decode `source` (a path, the bytes of a file, or a file object) -> (n_samples,) float32 mono at `sample_rate`."""
     name = str(source) if isinstance(source, (str, Path)) else "<audio bytes>"

@@ -28,9 +28,12 @@ class TrainConfig:
     plateau_patience: int = 8  # epochs without a lower val clip loss before the lr is cut
     plateau_factor: float = 0.3  # the cut
     patience: int = 20  # early stopping: epochs without a lower val clip loss
-    segment_seconds: float = 3.0  # training crop and evaluation segment length
+    segment_seconds: float | None = None  # training crop and evaluation segment; None: 3 s, or the median clip if less
     label_smoothing: float = 0.1
     mixup: float = 0.3  # Beta(alpha, alpha) mixup of training batches; 0 = off
+    band_shift: float = 0.0  # shift training crops up or down the mel axis by up to this share of the bands (pitch)
+    time_stretch: float = 0.0  # stretch training crops in time by a factor in [1 / (1 + x), 1 + x] (tempo)
+    ema_epochs: float = 0.0  # score and keep a moving average of the weights over ~this many epochs; 0 = off
     grad_clip: float = 1.0  # max gradient norm
     device: str = "auto"  # auto | cpu | cuda
     amp: bool | None = None  # mixed precision; None = on for CUDA
@@ -46,11 +49,13 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ConfigError naming the first out-of-range option (before anything is written)."""
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "members": self.members,
-                    "segment_seconds": self.segment_seconds, "patience": self.patience}
+                    "segment_seconds": 1 if self.segment_seconds is None else self.segment_seconds,
+                    "patience": self.patience}
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be greater than 0")
-        for name in ("mixup", "weight_decay", "label_smoothing", "warmup_epochs"):
+        for name in ("mixup", "weight_decay", "label_smoothing", "warmup_epochs", "band_shift", "time_stretch",
+                     "ema_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must not be negative")
         if self.workers is not None and self.workers < 0:
@@ -91,11 +96,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
     parser.add_argument("--model", choices=sorted(PRESETS), default=defaults.model, help="ViT preset")
     parser.add_argument("--epochs", type=int, help=f"total epochs (default: {defaults.epochs}; a resumed run's own)")
     helps = {"batch_size": "clips per training batch (per process)", "lr": "AdamW peak learning rate",
-             "segment_seconds": "training crop and evaluation segment length", "mixup": "mixup alpha (0 = off)",
+             "segment_seconds": "training crop and evaluation segment length (default: 3 s, or the median clip "
+                                "length where clips are shorter)", "mixup": "mixup alpha (0 = off)",
              "patience": "early stopping: epochs without a lower val loss", "seed": "training seed (member k: +k)",
              "split_seed": "seed of the grouped 80/10/10 split", "members": "models trained and averaged"}
     for name, help_text in helps.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float if name == "segment_seconds" else
+                            type(getattr(defaults, name)),
                             default=getattr(defaults, name), help=help_text)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device, help="auto: CUDA if any")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,

@@ -10,11 +10,14 @@ a random stretch of it (at least one segment long) for training, so that the mod
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torchvision.datasets import DatasetFolder
 
 from .features import MelConfig, band_stats, png_to_db, read_mel_png, read_png16
@@ -100,12 +103,15 @@ class SpecAugment:
 
 
 class CropWithContext:
-    """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames), standardised and masked by SpecAugment;
-    the context (2M,): band stats of a random stretch of the standardised clip, from `frames` frames to all)."""
+    """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames), standardised, shifted along the mel axis
+    by up to `band_shift` x M bands and stretched in time by a factor in [1 / (1 + time_stretch), 1 + time_stretch]
+    (pitch and tempo, as seen in a mel image), then masked by SpecAugment; the context (2M,): band stats of a
+    random stretch of the standardised clip, from `frames` frames to all)."""
 
-    def __init__(self, frames: int, standardize: Standardize):
+    def __init__(self, frames: int, standardize: Standardize, *, band_shift: float = 0.0, time_stretch: float = 0.0):
         self.frames, self.standardize = frames, standardize
-        self.crop, self.mask = RandomCrop(frames), SpecAugment()
+        self.band_shift, self.time_stretch = band_shift, time_stretch
+        self.mask = SpecAugment()
 
     def __call__(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mel = self.standardize(pad_frames(mel_db, self.frames))  # (1, M, T), T >= frames
@@ -113,12 +119,39 @@ class CropWithContext:
         length = int(torch.randint(self.frames, n_frames + 1, ()))
         start = int(torch.randint(0, n_frames - length + 1, ()))
         context = band_stats(mel[None, ..., start:start + length])[0]  # (1, 1, M, length) -> (2M,)
-        return self.mask(self.crop(mel)), context
+        return self.mask(self.shift(self.stretched_crop(mel))), context
+
+    def stretched_crop(self, mel: torch.Tensor) -> torch.Tensor:
+        """(1, M, T) -> (1, M, frames): a random window of frames x factor frames, resampled to `frames`."""
+        factor = 1.0
+        if self.time_stretch:
+            factor = math.exp(float(torch.empty(()).uniform_(-1, 1)) * math.log1p(self.time_stretch))
+        window = max(1, round(self.frames * factor))
+        crop = RandomCrop(window)(mel)  # (1, M, window)
+        if window == self.frames:
+            return crop
+        return F.interpolate(crop, size=self.frames, mode="linear", align_corners=False)  # (1, M, frames)
+
+    def shift(self, mel: torch.Tensor) -> torch.Tensor:
+        """(1, M, L) -> (1, M, L) moved up or down by up to band_shift x M bands, the bands left empty set to
+        the lowest value of the crop."""
+        most = int(self.band_shift * mel.shape[-2])
+        bands = int(torch.randint(-most, most + 1, ())) if most else 0
+        if bands == 0:
+            return mel
+        shifted = torch.full_like(mel, float(mel.min()))
+        if bands > 0:
+            shifted[:, bands:] = mel[:, :-bands]
+        else:
+            shifted[:, :bands] = mel[:, -bands:]
+        return shifted
 
 
-def train_transform(frames: int, standardize: Standardize) -> CropWithContext:
-    """The training augmentation: dB mel (1, M, T) -> (random crop (1, M, frames), standardised, masked; context)."""
-    return CropWithContext(frames, standardize)
+def train_transform(frames: int, standardize: Standardize, *, band_shift: float = 0.0,
+                    time_stretch: float = 0.0) -> CropWithContext:
+    """The training augmentation: dB mel (1, M, T) -> (random crop (1, M, frames), standardised, shifted,
+    stretched, masked; context)."""
+    return CropWithContext(frames, standardize, band_shift=band_shift, time_stretch=time_stretch)
 
 
 def clip_context(mel: torch.Tensor, rule: SegmentRule) -> torch.Tensor:
@@ -165,6 +198,14 @@ class MelClips(DatasetFolder):
         if self.fixed_classes is None:
             return super().find_classes(directory)
         return list(self.fixed_classes), {name: i for i, name in enumerate(self.fixed_classes)}
+
+    def frame_counts(self) -> list[int]:
+        """Frames of every clip, in item order, from the PNG headers (nothing is decoded)."""
+        counts = []
+        for path, _ in self.samples:
+            with Image.open(path) as image:
+                counts.append(image.width)
+        return counts
 
     @property
     def keys(self) -> list[str]:

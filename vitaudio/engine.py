@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
@@ -44,9 +45,10 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                     warmup: torch.optim.lr_scheduler.LRScheduler | None = None, amp: bool = False,
                     scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
                     mixup_alpha: float = 0.0, grad_clip: float | None = 1.0, epoch: int = 0,
-                    progress: bool = True) -> TrainStats:
+                    averaged: AveragedModel | None = None, progress: bool = True) -> TrainStats:
     """One pass over `loader` of ((mel (B, 1, M, L), context (B, 2M)), labels (B,)) batches. `warmup` is stepped
-    after every batch. Mixup mixes the contexts with the same weight as the mels."""
+    and `averaged` (the weights' moving average) updated after every batch. Mixup mixes the contexts with the same
+    weight as the mels."""
     model.train()
     total_loss, total_correct, total_seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
@@ -81,6 +83,8 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
             optimizer.step()
         if warmup is not None:
             warmup.step()
+        if averaged is not None:
+            averaged.update_parameters(getattr(model, "module", model))  # DDP wraps the model
         total_loss += loss.item() * len(labels)
         major = labels if mix >= 0.5 else partner  # under mixup, accuracy is counted against the larger share
         total_correct += int((logits.argmax(dim=1) == major).sum())
@@ -172,6 +176,7 @@ class LoopConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of training batches; 0 = off
     grad_clip: float | None = None  # max gradient norm
     amp: bool = False  # mixed precision (CUDA)
+    ema_epochs: float = 0.0  # score and keep an exponential moving average of the weights over ~this many epochs
 
 
 @dataclass
@@ -188,16 +193,21 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
     """Train `model` epoch by epoch and leave it with the best epoch's weights.
 
     Each epoch trains on `train_loader`, scores `val_loader` clip by clip, steps the schedule and keeps the best
-    weights by `loop.criterion`; training ends at `loop.epochs`, after `loop.patience` epochs without a better
-    score, or when `stop(epoch)` (asked before each epoch) says so. With a `run_dir`, rank 0 appends each epoch's
-    record to metrics.jsonl and writes best.pt and last.pt (`header` + weights + the state `resume=True` continues
-    from, exactly); `on_epoch` gets each record.
+    weights by `loop.criterion`. With `loop.ema_epochs`, what is scored and kept is the moving average of the
+    weights, while the trained weights go on learning underneath. Training ends at `loop.epochs`, after
+    `loop.patience` epochs without a better score, or when `stop(epoch)` (asked before each epoch) says so. With a
+    `run_dir`, rank 0 appends each epoch's record to metrics.jsonl and writes best.pt and last.pt (`header` +
+    weights + the state `resume=True` continues from, exactly); `on_epoch` gets each record.
     """
     scaler = (torch.amp.GradScaler("cuda") if loop.amp and device.type == "cuda"
               and not torch.cuda.is_bf16_supported() else None)
     start_epoch, best_score, best_epoch, best_weights = 1, None, 0, None
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(loop.ema_epochs, len(train_loader))),
+                              use_buffers=True) if loop.ema_epochs else None)
+    scored = model if averaged is None else averaged.module  # the weights validation sees and best.pt keeps
     if resume:
-        start_epoch, best_score, best_epoch = _resume(run_dir, model, optimizer, schedule, loop.criterion, dist)
+        start_epoch, best_score, best_epoch = _resume(run_dir, model, optimizer, schedule, loop.criterion, dist,
+                                                      averaged)
         if log and dist.is_main:
             print(f"resuming at epoch {start_epoch} in {run_dir}")
     trained = DistributedDataParallel(model) if dist.enabled else model
@@ -214,22 +224,23 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
             sampler.set_epoch(epoch)
         stats = train_one_epoch(trained, train_loader, optimizer, device=device, warmup=schedule.warmup,
                                 amp=loop.amp, scaler=scaler, label_smoothing=loop.label_smoothing,
-                                mixup_alpha=loop.mixup, grad_clip=loop.grad_clip, epoch=epoch,
+                                mixup_alpha=loop.mixup, grad_clip=loop.grad_clip, epoch=epoch, averaged=averaged,
                                 progress=log and dist.is_main)
         loss_sum, n_correct, n_seen = all_reduce_sum([stats.loss_sum, stats.n_correct, stats.n_seen], dist)
-        val = evaluate(model, val_loader, device=device, amp=loop.amp)  # every rank: same weights, same result
+        val = evaluate(scored, val_loader, device=device, amp=loop.amp)  # every rank: same weights, same result
         if epoch > schedule.warmup_epochs:
             schedule.plateau.step(loop.criterion.watched(val))
         score = loop.criterion.score(val)
         improved = best_score is None or score > best_score
         if improved:
             best_score, best_epoch = score, epoch
-            best_weights = None if run_dir else copy.deepcopy(model.state_dict())
+            best_weights = None if run_dir else copy.deepcopy(scored.state_dict())
         record = {"epoch": epoch, "train_loss": loss_sum / n_seen, "train_acc": n_correct / n_seen,
                   "val_loss": val.loss, "val_acc": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": time.time() - start}
         if run_dir is not None and dist.is_main:
-            _save_epoch(run_dir, model, optimizer, schedule, header or {}, record, best_score, best_epoch, improved)
+            _save_epoch(run_dir, model, averaged, optimizer, schedule, header or {}, record, best_score, best_epoch,
+                        improved)
         if log and dist.is_main:
             print(epoch_line(record, loop.epochs, improved), flush=True)
         last_epoch = epoch
@@ -254,10 +265,16 @@ def epoch_line(record: dict, epochs: int, improved: bool) -> str:
             f"{record['seconds']:.1f} s" + ("  *" if improved else ""))
 
 
-def _save_epoch(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
-                header: dict, record: dict, best_score: list[float], best_epoch: int, improved: bool) -> None:
-    """metrics.jsonl's line, best.pt when the epoch improved, and last.pt, written last: it defines the resume
-    point (`rundir.rewind_metrics` drops lines past it)."""
+def ema_decay(epochs: float, steps_per_epoch: int) -> float:
+    """The per-step decay of a moving average whose horizon (1 / (1 - decay) steps) is `epochs` epochs."""
+    return 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
+
+
+def _save_epoch(run_dir: Path, model: torch.nn.Module, averaged: AveragedModel | None,
+                optimizer: torch.optim.Optimizer, schedule: Schedule, header: dict, record: dict,
+                best_score: list[float], best_epoch: int, improved: bool) -> None:
+    """metrics.jsonl's line, best.pt when the epoch improved (the scored weights: the average when there is one),
+    and last.pt, written last: it defines the resume point (`rundir.rewind_metrics` drops lines past it)."""
     state = {"epoch": record["epoch"], "optimizer": optimizer.state_dict(), "scheduler": schedule.plateau.state_dict(),
              "rng": rng_state(), "best_score": best_score, "best_epoch": best_epoch}
     if schedule.warmup is not None:
@@ -267,14 +284,17 @@ def _save_epoch(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     checkpoint = {**header, "model": model.state_dict(), **state}
     append_metrics(run_dir, record)
     if improved:
-        save_checkpoint(run_dir / "best.pt", checkpoint)
+        save_checkpoint(run_dir / "best.pt", checkpoint if averaged is None else
+                        {**checkpoint, "model": averaged.module.state_dict()})
+    if averaged is not None:
+        checkpoint["averaged"] = averaged.state_dict()
     save_checkpoint(run_dir / "last.pt", {**checkpoint, "record": record})
 
 
 def _resume(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
-            criterion: Criterion, dist: DistContext) -> tuple[int, list[float], int]:
-    """Load last.pt's weights, optimizer, schedule and RNG state; rewind metrics.jsonl to it (rank 0);
-    -> (first epoch to train, best score, best epoch)."""
+            criterion: Criterion, dist: DistContext, averaged: AveragedModel | None) -> tuple[int, list[float], int]:
+    """Load last.pt's weights (and their moving average), optimizer, schedule and RNG state; rewind
+    metrics.jsonl to it (rank 0); -> (first epoch to train, best score, best epoch)."""
     # On the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the model's device.
     last = load_checkpoint(run_dir / "last.pt", required=RESUME_KEYS)
     if last["scheduler"]["mode"] != schedule.plateau.mode:
@@ -283,6 +303,11 @@ def _resume(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
                           f"val {criterion.metric}, so it can't be resumed; start a new run (--init-from its best.pt "
                           f"to reuse the weights).")
     model.load_state_dict(last["model"])
+    if averaged is not None:
+        if "averaged" not in last:
+            raise RunDirError(f"{run_dir}: this run kept no moving average of its weights, this vitaudio's recipe "
+                              f"does; start a new run (--init-from its best.pt to reuse the weights).")
+        averaged.load_state_dict(last["averaged"])
     optimizer.load_state_dict(last["optimizer"])
     if schedule.warmup is not None:
         schedule.warmup.load_state_dict(last["warmup"])

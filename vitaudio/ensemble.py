@@ -52,7 +52,9 @@ def combine_members(run_dir: Path, config: TrainConfig) -> tuple[dict, list[int]
     """Write the ensemble's config.json, split.json, metrics.jsonl (every member's epochs) and best.pt (every
     member's best weights) from its trained members; -> (the ensemble's state dict, each member's best epoch)."""
     dirs = member_dirs(run_dir, config.members)
-    saved = {**json.loads((dirs[0] / "config.json").read_text()), "train": asdict(config)}
+    saved = json.loads((dirs[0] / "config.json").read_text())
+    config = replace(config, segment_seconds=saved["train"]["segment_seconds"])  # as derived for the members
+    saved["train"] = asdict(config)
     write_text_atomic(run_dir / "config.json", json.dumps(saved, indent=1))
     shutil.copyfile(dirs[0] / "split.json", run_dir / "split.json")
     records = [{"member": member, **record} for member, member_dir in enumerate(dirs)

@@ -113,7 +113,7 @@ def load_dataset(root: str | Path) -> DataSet:
     """Audio class folders (melified into their cache `ROOT.mel-<hash>` next to them, made now if missing) or a
     melify output folder -> DataSet. A relative root is looked up from the working directory and its parents."""
     root = _find(root)
-    mel_root = cached_melify(root, MelConfig(), progress=False) if not (root / MANIFEST).exists() else root
+    mel_root = cached_melify(root, progress=False)
     manifest = json.loads((mel_root / MANIFEST).read_text())
     return DataSet(mel_root, MelConfig(**manifest["mel_config"]), manifest.get("files", []))
 

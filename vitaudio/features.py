@@ -76,6 +76,25 @@ class MelConfig:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
 
 
+SHORT_CLIP_SECONDS = 3.0  # clips shorter than this (words, short events) get the short-clip parameters
+
+
+def mel_config_for(sample_rate: int, clip_seconds: float) -> MelConfig:
+    """The log-mel parameters for audio recorded at `sample_rate` whose clips typically last `clip_seconds`.
+
+    Clips of SHORT_CLIP_SECONDS or more (music, scenes) get MelConfig(): 22,050 Hz, 93 ms windows every 23 ms,
+    128 bands, so a 3 s segment is 130 frames. Shorter clips (spoken words, short events) get the resolution
+    keyword spotting uses: 10 ms hops and 32 ms windows at the file's rate up to 22,050 Hz (a one-second word
+    is then 100 frames instead of 43), and 64 bands, because 128 bands over a 512-point FFT leave some low
+    bands without an FFT bin.
+    """
+    if clip_seconds >= SHORT_CLIP_SECONDS:
+        return MelConfig()
+    rate = min(int(sample_rate), MelConfig.sample_rate)
+    n_fft = 2 ** round(np.log2(0.032 * rate))  # 512 at 16 kHz and at 22,050 Hz
+    return MelConfig(sample_rate=rate, n_fft=n_fft, hop_length=round(0.010 * rate), n_mels=64)
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(config: MelConfig) -> np.ndarray:
     """(n_mels, n_fft // 2 + 1) float32 Slaney mel filters, as librosa.filters.mel makes them."""

@@ -15,17 +15,17 @@ import os
 import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-import soundfile as sf
+import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .audio import AudioDecodeError, find_audio_files, is_audio_file, load_audio
+from .audio import AudioDecodeError, audio_info, find_audio_files, is_audio_file, load_audio
 from .cli_help import DefaultsHelpFormatter
 from .errors import VitaudioError
-from .features import PNG_DB_MAX, PNG_DB_MIN, MelConfig, log_mel, write_mel_png
+from .features import PNG_DB_MAX, PNG_DB_MIN, MelConfig, log_mel, mel_config_for, write_mel_png
 from .files import write_text_atomic
 
 MANIFEST = "melify.json"
@@ -144,11 +144,24 @@ def _write_manifest(dst: Path, config: MelConfig, class_root: Path, records: lis
     write_text_atomic(dst / MANIFEST, json.dumps(manifest, indent=1))
 
 
-def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: int | None = None,
+def mel_config_of_audio(src: Path, n_probe: int = 256) -> MelConfig:
+    """The mel parameters `features.mel_config_for` gives SRC's audio: its most common sample rate and median
+    clip length, read from the headers of up to `n_probe` files spread over the sorted list."""
+    files = [f for class_dir in _subfolders(find_class_root(Path(src))) for f in find_audio_files(class_dir)]
+    probed = [info for info in map(audio_info, files[::max(1, len(files) // n_probe)]) if info]
+    if not probed:
+        return MelConfig()  # nothing readable: melify reports each file
+    rate = Counter(r for r, _ in probed).most_common(1)[0][0]
+    return mel_config_for(rate, float(np.median([seconds for _, seconds in probed])))
+
+
+def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: int | None = None,
            overwrite: bool = False, progress: bool = True) -> MelifyReport:
-    """Convert every audio file under SRC's class folders into DST/<class>/.../<stem>.png; see the module doc."""
+    """Convert every audio file under SRC's class folders into DST/<class>/.../<stem>.png, with `config` or
+    by default the parameters `mel_config_of_audio` derives from SRC; see the module doc."""
     src, dst = Path(src), Path(dst)
     class_root = find_class_root(src)
+    config = config or mel_config_of_audio(class_root)
     old_records = _check_destination(dst, config, overwrite)
     dst.mkdir(parents=True, exist_ok=True)
     for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
@@ -190,17 +203,19 @@ def melify(src: Path, dst: Path, config: MelConfig = MelConfig(), *, workers: in
     return MelifyReport(records)
 
 
-def cached_melify(root: Path, config: MelConfig, workers: int | None = None, *, progress: bool = True) -> Path:
-    """Melify output for `root`: root itself when it is melify output made with `config`; else a melify output of
-    `root` with the same parameters next to it (`melify root root.mel`, say), completed now; else its cache
-    `ROOT.mel-<hash of config>` next to it, made now."""
+def cached_melify(root: Path, config: MelConfig | None = None, workers: int | None = None, *,
+                  progress: bool = True) -> Path:
+    """Melify output for `root`: root itself when it is melify output (made with `config`, when given); else a
+    melify output of `root` with the same parameters next to it (`melify root root.mel`, say), completed now;
+    else its cache `ROOT.mel-<hash of config>` next to it, made now. No `config`: `mel_config_of_audio(root)`."""
     root = Path(root)
     if (root / MANIFEST).exists():
         made_with = json.loads((root / MANIFEST).read_text()).get("mel_config")
-        if made_with != config.to_dict():
+        if config is not None and made_with != config.to_dict():
             raise LayoutError(f"{root} holds mels made with other parameters ({made_with}) than needed "
                               f"({config.to_dict()}): pass the audio folder instead, and it is converted again")
         return root
+    config = config or mel_config_of_audio(root)
     mel_root = root.parent / f"{root.name}.mel-{config.fingerprint()}"
     if not mel_root.exists():
         earlier = earlier_outputs(root, config)
@@ -240,32 +255,37 @@ def _run(tasks: list, workers: int):
 
 
 def _duration(source: Path) -> float | None:
-    try:
-        return sf.info(str(source)).duration
-    except (sf.LibsndfileError, RuntimeError):
-        return None
+    info = audio_info(source)
+    return info and info[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = MelConfig()
     parser = argparse.ArgumentParser(prog="python -m vitaudio.melify", description=__doc__.split("\n\n")[0],
+                                     epilog="Mel options left out are derived from the audio's most common sample "
+                                            "rate and median clip length: 22,050 Hz, 2048-point windows every 512 "
+                                            "samples, 128 bands and the full band for clips of 3 s or more; 10 ms "
+                                            "hops, 32 ms windows and 64 bands at the file's rate (at most 22,050 "
+                                            "Hz) for shorter clips. melify.json records what was used.",
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("src", type=Path, help="folder of class folders of audio (e.g. data/gtzan)")
     parser.add_argument("dst", type=Path, help="output folder for the PNGs and melify.json")
     helps = {"sample_rate": "audio is resampled to this rate (Hz)", "n_fft": "STFT window length in samples",
              "hop_length": "samples between frames", "n_mels": "mel bands (image height)",
-             "fmin": "lowest mel band edge (Hz)", "fmax": "highest mel band edge (Hz) (default: sample rate / 2)",
-             "top_db": "dB floor below each clip's maximum"}
+             "fmin": "lowest mel band edge (Hz) (default: 0)",
+             "fmax": "highest mel band edge (Hz) (default: half the sample rate)",
+             "top_db": "dB floor below each clip's maximum (default: 80)"}
     for f in fields(MelConfig):
         kind = int if f.type == "int" else float
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name),
-                            metavar=kind.__name__.upper(), help=helps[f.name])
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(),
+                            help=helps[f.name] + ("" if "default" in helps[f.name] else
+                                                  " (default: derived from the audio, see below)"))
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores; one process "
                                                                   f"per {CLIPS_PER_WORKER_MIN} clips at most)")
     parser.add_argument("--overwrite", action="store_true", help="convert again everything, whatever DST holds")
     args = parser.parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in fields(MelConfig) if getattr(args, f.name) is not None}
     try:
-        config = MelConfig(**{f.name: getattr(args, f.name) for f in fields(MelConfig)})
+        config = replace(mel_config_of_audio(args.src), **given)
         report = melify(args.src, args.dst, config, workers=args.workers, overwrite=args.overwrite)
     except (VitaudioError, ValueError) as err:  # ValueError: MelConfig's own checks of the flags
         print(f"melify: error: {err}", file=sys.stderr)

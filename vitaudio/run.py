@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -36,6 +37,7 @@ from .rundir import make_run_dir, read_metrics, read_saved_config, seed_everythi
 from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
 
 DEMO_ROOT = Path("data/demo")
+DEFAULT_SEGMENT_SECONDS = 3.0  # music: ~3 s of context per prediction, then a clip's segments are averaged
 
 
 @dataclass
@@ -51,8 +53,9 @@ class RunData:
     model_config: ViTConfig
 
 
-def prepare_data(config: TrainConfig, mel_config: MelConfig) -> Path:
-    """Make the demo set when no root is given, and melify the root when it holds audio; -> the mel root."""
+def prepare_data(config: TrainConfig, mel_config: MelConfig | None = None) -> Path:
+    """Make the demo set when no root is given, and melify the root when it holds audio (with `mel_config`, by
+    default the parameters derived from the audio); -> the mel root."""
     if config.root is None and not (DEMO_ROOT / "metadata.csv").exists():
         from .demo import make_demo_dataset
 
@@ -90,12 +93,21 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes))
     model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
                     else vit_config(config.model, **overrides))
-    frames = round(config.segment_seconds * mel_config.frames_per_second)
+    frames = segment_frames(config.segment_seconds, mel_config, MelClips(mel_root, split["train"]))
     if frames < model_config.patch_size[1]:
         raise ConfigError(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
                           f"patch ({model_config.patch_size[1]} frames)")
     return RunData(mel_root, all_clips.classes, split, mel_config, standardize, SegmentRule(frames, frames),
                    model_config)
+
+
+def segment_frames(segment_seconds: float | None, mel_config: MelConfig, train_clips: MelClips) -> int:
+    """Frames per segment: `segment_seconds` when given, else 3 s, or the median training clip if shorter (a
+    one-second word is one segment, not a third of one padded with silence)."""
+    if segment_seconds is not None:
+        return round(segment_seconds * mel_config.frames_per_second)
+    default = round(DEFAULT_SEGMENT_SECONDS * mel_config.frames_per_second)
+    return min(default, int(np.median(train_clips.frame_counts())))
 
 
 def saved_run_data(run_dir: Path, mel_root: Path | None = None) -> RunData:
@@ -111,8 +123,11 @@ def write_run_files(run_dir: Path, config: TrainConfig, data: RunData) -> None:
     paths = source_paths(data.mel_root)
     write_split_file(run_dir / "split.json", data.split,
                      {k: paths.get(k, f"{k}.png") for k in MelClips(data.mel_root).keys})
+    # the segment length as used, derived or given, so that a resumed run and a reader see the same number
+    segment_seconds = round(data.rule.frames / data.mel_config.frames_per_second, 4)
     write_text_atomic(run_dir / "config.json", json.dumps(
-        {"train": asdict(config), "model": asdict(data.model_config), "mel": data.mel_config.to_dict(),
+        {"train": asdict(replace(config, segment_seconds=segment_seconds)), "model": asdict(data.model_config),
+         "mel": data.mel_config.to_dict(),
          "segment": data.rule.to_dict(), "normalization": asdict(data.standardize), "classes": data.classes,
          "mel_root": str(data.mel_root)}, indent=1))
 
@@ -128,7 +143,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epo
 def loop_config(config: TrainConfig, amp: bool = False) -> LoopConfig:
     """The loop of train.py's recipe: the best epoch has the lowest val clip loss."""
     return LoopConfig(epochs=config.epochs, patience=config.patience, criterion=LOWEST_VAL_LOSS,
-                      label_smoothing=config.label_smoothing, mixup=config.mixup, grad_clip=config.grad_clip, amp=amp)
+                      label_smoothing=config.label_smoothing, mixup=config.mixup, grad_clip=config.grad_clip, amp=amp,
+                      ema_epochs=config.ema_epochs)
 
 
 def train_model(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
@@ -139,7 +155,7 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     amp, workers = config.amp_on(device), config.loader_workers(device)
     source = load_checkpoint(Path(config.init_from)) if config.init_from else None
     if ctx.is_main:  # rank 0 alone writes files; the others wait for its results
-        mel_root = prepare_data(config, MelConfig(**source["mel_config"]) if source else MelConfig())
+        mel_root = prepare_data(config, MelConfig(**source["mel_config"]) if source else None)
         data = run_data(config, mel_root, source, resume)
         run_dir = resume or make_run_dir(config.out)
         if not resume:
@@ -149,8 +165,9 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     # Decoded clips stay in RAM when this process loads them; workers would each fill a copy, every epoch anew.
     pin, in_memory = device.type == "cuda", workers == 0
     frames = data.rule.frames
-    train_set = MelClips(data.mel_root, data.split["train"], transform=train_transform(frames, data.standardize),
-                         in_memory=in_memory)
+    augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch)
+    train_set = MelClips(data.mel_root, data.split["train"],
+                         transform=train_transform(frames, data.standardize, **augment), in_memory=in_memory)
     sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
     # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
     # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
