@@ -144,3 +144,27 @@ def test_last_pt_of_an_earlier_format_without_best_score_resumes(tmp_path):
     result = fit(model, train, val, optimizer, schedule, LoopConfig(epochs=3, patience=10),
                  device=torch.device("cpu"), run_dir=tmp_path, resume=True, log=False)
     assert result.last_epoch == 3 and [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+
+
+def test_with_a_teacher_and_full_distillation_the_student_learns_the_teachers_answers():
+    teacher = Linear()
+    with torch.no_grad():  # a teacher that answers the opposite of the labels
+        teacher.fc.weight.copy_(torch.tensor([[5.0] * 4, [-5.0] * 4]))
+        teacher.fc.bias.zero_()
+    accuracies = {}
+    for distill in (0.0, 1.0):
+        model, train, val, optimizer, schedule = make()
+        records = []
+        fit(model, train, val, optimizer, schedule, LoopConfig(epochs=6, patience=10, distill=distill),
+            device=torch.device("cpu"), teacher=teacher, log=False, on_epoch=records.append)
+        accuracies[distill] = records[-1]["val_acc"]
+    assert accuracies[0.0] > 0.8 and accuracies[1.0] < 0.2
+
+
+def test_the_time_left_is_to_early_stopping_unless_val_improves_and_never_past_the_last_epoch():
+    from vitaudio.engine import time_left
+
+    loop = LoopConfig(epochs=100, patience=20)
+    assert time_left(30, 25, loop, 6.0) == "  ends by epoch 45 (~1:30) unless val improves"
+    assert time_left(90, 85, loop, 6.0) == "  ends by epoch 100 (~1:00)"
+    assert time_left(100, 100, loop, 6.0) == ""

@@ -184,3 +184,21 @@ def test_a_given_segment_length_wins_over_the_derived_one(tmp_path):
     root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
     run_dir = train(TrainConfig(root=str(root), epochs=1, members=1, segment_seconds=0.5, out=str(tmp_path / "r")))
     assert json.loads((run_dir / "config.json").read_text())["segment"]["frames"] == 50
+
+
+def test_with_distill_each_member_after_the_first_learns_from_the_ones_before(tmp_path, monkeypatch):
+    from vitaudio import ensemble
+
+    teachers, real_train_model = [], ensemble.train_model
+
+    def spy(config, *args, teacher=None, **kwargs):
+        teachers.append(teacher)
+        return real_train_model(config, *args, teacher=teacher, **kwargs)
+
+    monkeypatch.setattr(ensemble, "train_model", spy)
+    root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
+    run_dir = train(TrainConfig(root=str(root), epochs=1, members=3, distill=0.5, out=str(tmp_path / "run")))
+    assert teachers[0] is None and isinstance(teachers[1], ViT) and len(teachers[2].members) == 2
+    first = load_checkpoint(run_dir / "member0/best.pt")["model"]
+    assert all(torch.equal(teachers[1].state_dict()[name], value) for name, value in first.items())
+    assert json.loads((run_dir / "config.json").read_text())["train"]["distill"] == 0.5

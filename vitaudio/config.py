@@ -34,6 +34,7 @@ class TrainConfig:
     band_shift: float = 0.0  # shift training crops up or down the mel axis by up to this share of the bands (pitch)
     time_stretch: float = 0.0  # stretch training crops in time by a factor in [1 / (1 + x), 1 + x] (tempo)
     ema_epochs: float = 0.0  # score and keep a moving average of the weights over ~this many epochs; 0 = off
+    distill: float = 0.0  # members after the first also learn the soft predictions of the ones before (weight)
     grad_clip: float = 1.0  # max gradient norm
     device: str = "auto"  # auto | cpu | cuda
     amp: bool | None = None  # mixed precision; None = on for CUDA
@@ -55,11 +56,13 @@ class TrainConfig:
             if not value > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be greater than 0")
         for name in ("mixup", "weight_decay", "label_smoothing", "warmup_epochs", "band_shift", "time_stretch",
-                     "ema_epochs"):
+                     "ema_epochs", "distill"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must not be negative")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers {self.workers}: must not be negative")
+        if self.distill > 1:
+            raise ConfigError(f"--distill {self.distill}: a weight in [0, 1]")
         if self.model not in PRESETS:
             raise ConfigError(f"--model {self.model}: not a preset (choose from {', '.join(sorted(PRESETS))})")
 

@@ -45,10 +45,12 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                     warmup: torch.optim.lr_scheduler.LRScheduler | None = None, amp: bool = False,
                     scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
                     mixup_alpha: float = 0.0, grad_clip: float | None = 1.0, epoch: int = 0,
-                    averaged: AveragedModel | None = None, progress: bool = True) -> TrainStats:
+                    averaged: AveragedModel | None = None, teacher: torch.nn.Module | None = None,
+                    distill: float = 0.0, temperature: float = 1.0, progress: bool = True) -> TrainStats:
     """One pass over `loader` of ((mel (B, 1, M, L), context (B, 2M)), labels (B,)) batches. `warmup` is stepped
     and `averaged` (the weights' moving average) updated after every batch. Mixup mixes the contexts with the same
-    weight as the mels."""
+    weight as the mels. With a `teacher`, the loss is (1 - distill) x the labels' loss + distill x the KL
+    divergence from the teacher's softened predictions on the same (mixed) inputs (Hinton et al., 2015)."""
     model.train()
     total_loss, total_correct, total_seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
@@ -65,6 +67,11 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
             logits = model(mel, context)  # (B, n_classes)
             loss = (mix * F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
                     + (1 - mix) * F.cross_entropy(logits, partner, label_smoothing=label_smoothing))
+            if teacher is not None:
+                with torch.no_grad():
+                    targets = (teacher(mel, context).float() / temperature).softmax(dim=1)  # (B, n_classes)
+                soft = F.kl_div((logits.float() / temperature).log_softmax(dim=1), targets, reduction="batchmean")
+                loss = (1 - distill) * loss + distill * temperature**2 * soft
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {step}: "
                                      f"the run is stopped. Try a lower --lr or --no-amp.")
@@ -177,6 +184,8 @@ class LoopConfig:
     grad_clip: float | None = None  # max gradient norm
     amp: bool = False  # mixed precision (CUDA)
     ema_epochs: float = 0.0  # score and keep an exponential moving average of the weights over ~this many epochs
+    distill: float = 0.0  # weight of the teacher's soft targets in the loss, when `fit` is given a teacher
+    temperature: float = 2.0  # softening of teacher and student predictions for distillation
 
 
 @dataclass
@@ -189,13 +198,15 @@ class FitResult:
 def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
         loop: LoopConfig, *, device: torch.device, run_dir: Path | None = None, header: dict | None = None,
         resume: bool = False, dist: DistContext = DistContext(), stop: Callable[[int], bool] | None = None,
-        on_epoch: Callable[[dict], None] | None = None, log: bool = True) -> FitResult:
+        on_epoch: Callable[[dict], None] | None = None, teacher: torch.nn.Module | None = None,
+        log: bool = True) -> FitResult:
     """Train `model` epoch by epoch and leave it with the best epoch's weights.
 
     Each epoch trains on `train_loader`, scores `val_loader` clip by clip, steps the schedule and keeps the best
     weights by `loop.criterion`. With `loop.ema_epochs`, what is scored and kept is the moving average of the
     weights, while the trained weights go on learning underneath. Training ends at `loop.epochs`, after
-    `loop.patience` epochs without a better score, or when `stop(epoch)` (asked before each epoch) says so. With a
+    `loop.patience` epochs without a better score, or when `stop(epoch)` (asked before each epoch) says so. A
+    `teacher` (a trained model, kept in eval mode) adds distillation with weight `loop.distill`. With a
     `run_dir`, rank 0 appends each epoch's record to metrics.jsonl and writes best.pt and last.pt (`header` +
     weights + the state `resume=True` continues from, exactly); `on_epoch` gets each record.
     """
@@ -205,6 +216,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(loop.ema_epochs, len(train_loader))),
                               use_buffers=True) if loop.ema_epochs else None)
     scored = model if averaged is None else averaged.module  # the weights validation sees and best.pt keeps
+    if teacher is not None:
+        teacher.eval()
     if resume:
         start_epoch, best_score, best_epoch = _resume(run_dir, model, optimizer, schedule, loop.criterion, dist,
                                                       averaged)
@@ -215,6 +228,7 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
     stopped_by, last_epoch = "epochs", start_epoch - 1
     if resume and last_epoch - best_epoch >= loop.patience:
         stopped_by, start_epoch = "early stop", loop.epochs + 1  # it had stopped early: not one more epoch
+    fit_start = time.time()
     for epoch in range(start_epoch, loop.epochs + 1):
         if stop is not None and stop(epoch):
             stopped_by = "stop hook"
@@ -225,6 +239,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
         stats = train_one_epoch(trained, train_loader, optimizer, device=device, warmup=schedule.warmup,
                                 amp=loop.amp, scaler=scaler, label_smoothing=loop.label_smoothing,
                                 mixup_alpha=loop.mixup, grad_clip=loop.grad_clip, epoch=epoch, averaged=averaged,
+                                teacher=teacher if loop.distill else None, distill=loop.distill,
+                                temperature=loop.temperature,
                                 progress=log and dist.is_main)
         loss_sum, n_correct, n_seen = all_reduce_sum([stats.loss_sum, stats.n_correct, stats.n_seen], dist)
         val = evaluate(scored, val_loader, device=device, amp=loop.amp)  # every rank: same weights, same result
@@ -242,7 +258,9 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
             _save_epoch(run_dir, model, averaged, optimizer, schedule, header or {}, record, best_score, best_epoch,
                         improved)
         if log and dist.is_main:
-            print(epoch_line(record, loop.epochs, improved), flush=True)
+            seconds_per_epoch = (time.time() - fit_start) / (epoch - start_epoch + 1)
+            print(epoch_line(record, loop.epochs, improved) + time_left(epoch, best_epoch, loop, seconds_per_epoch),
+                  flush=True)
         last_epoch = epoch
         if on_epoch is not None:
             on_epoch(record)
@@ -256,6 +274,17 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
     elif run_dir is not None and best_epoch:
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device, required=("model",))["model"])
     return FitResult(best_epoch=best_epoch, last_epoch=last_epoch, stopped_by=stopped_by)
+
+
+def time_left(epoch: int, best_epoch: int, loop: LoopConfig, seconds_per_epoch: float) -> str:
+    """How long training goes on at most after `epoch`: to the last epoch, or to early stopping unless validation
+    improves (which moves it on)."""
+    last = min(loop.epochs, best_epoch + loop.patience)
+    if last <= epoch:
+        return ""
+    minutes, seconds = divmod(round(seconds_per_epoch * (last - epoch)), 60)
+    return f"  ends by epoch {last} (~{minutes}:{seconds:02d})" + ("" if last == loop.epochs else
+                                                                   " unless val improves")
 
 
 def epoch_line(record: dict, epochs: int, improved: bool) -> str:

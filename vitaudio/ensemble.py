@@ -1,21 +1,23 @@
 """Ensembles: `--members K` trains K one-model runs one after another (seeds SEED, SEED + 1, ...) in member0/,
 member1/, ... of the run directory, then saves their ensemble (the mean of their logits) as its best.pt and tests
-it once. A member that finished is not trained again on `--resume`."""
+it once. A member that finished is not trained again on `--resume`. With `--distill W`, each member after the
+first also learns the soft predictions of the members before it (born-again networks, Furlanello et al., 2018)."""
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from .checkpoint import header_of, load_checkpoint, save_checkpoint
+from .checkpoint import header_of, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext, barrier, broadcast
 from .files import write_text_atomic
-from .model import ViTEnsemble
+from .model import ViT, ViTEnsemble
 from .run import saved_run_data, test_model, train_model
 from .rundir import make_run_dir, member_dirs, read_metrics
 
@@ -28,6 +30,7 @@ def train_ensemble(config: TrainConfig, resume: Path | None, device: torch.devic
         if not resume:  # what --resume reads; completed with the model, mel and data sections at the end
             write_text_atomic(run_dir / "config.json", json.dumps({"train": asdict(config)}, indent=1))
     run_dir = broadcast(run_dir if ctx.is_main else None, ctx)
+    start, trained_here = time.time(), 0  # members trained by this process, for the estimate of the time left
     for member, member_dir in enumerate(member_dirs(run_dir, config.members)):
         member_config = replace(config, members=1, seed=config.seed + member, out=str(member_dir))
         started = (member_dir / "last.pt").exists()
@@ -35,8 +38,14 @@ def train_ensemble(config: TrainConfig, resume: Path | None, device: torch.devic
             shutil.rmtree(member_dir, ignore_errors=True)  # interrupted before its first epoch: nothing to keep
         barrier(ctx)
         if ctx.is_main:
-            print(f"member {member + 1} of {config.members} (seed {member_config.seed}) in {member_dir}")
-        train_model(member_config, member_dir if started else None, device, ctx, member=member, stop=stop)
+            per_member = (time.time() - start) / trained_here if trained_here else None
+            estimate = (f"; {trained_here} took {per_member / 60:.1f} min each, so ~"
+                        f"{per_member * (config.members - member) / 60:.0f} min to go" if per_member else "")
+            print(f"member {member + 1} of {config.members} (seed {member_config.seed}) in {member_dir}{estimate}")
+        teacher = members_model(run_dir, member) if config.distill and member else None
+        train_model(member_config, member_dir if started else None, device, ctx, member=member, stop=stop,
+                    teacher=teacher)
+        trained_here += 1
     if ctx.is_main:
         weights, member_epochs = combine_members(run_dir, config)
         data = saved_run_data(run_dir)
@@ -46,6 +55,20 @@ def train_ensemble(config: TrainConfig, resume: Path | None, device: torch.devic
         test_model(ensemble, run_dir, data, config, device, best_epoch=member_epochs)
     barrier(ctx)
     return run_dir
+
+
+def members_model(run_dir: Path, n_members: int) -> ViT | ViTEnsemble:
+    """The first `n_members` trained members of the run in `run_dir`, with their best weights, as one model: the
+    teacher of the member after them."""
+    bests = [load_checkpoint(run_dir / f"member{member}" / "best.pt") for member in range(n_members)]
+    weights = bests[0]["model"] if n_members == 1 else ensemble_weights(bests)
+    return model_from_checkpoint({**bests[0], "members": n_members, "model": weights})
+
+
+def ensemble_weights(member_checkpoints: list[dict]) -> dict:
+    """Members' checkpoints -> the state dict of their ViTEnsemble."""
+    return {f"members.{member}.{name}": value for member, checkpoint in enumerate(member_checkpoints)
+            for name, value in checkpoint["model"].items()}
 
 
 def combine_members(run_dir: Path, config: TrainConfig) -> tuple[dict, list[int]]:
@@ -61,8 +84,7 @@ def combine_members(run_dir: Path, config: TrainConfig) -> tuple[dict, list[int]
                for record in read_metrics(member_dir)]
     write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in records))
     bests = [load_checkpoint(member_dir / "best.pt") for member_dir in dirs]
-    weights = {f"members.{member}.{name}": value for member, best in enumerate(bests)
-               for name, value in best["model"].items()}  # ViTEnsemble's state dict
+    weights = ensemble_weights(bests)
     member_epochs = [best["epoch"] for best in bests]
     save_checkpoint(run_dir / "best.pt", {**header_of(bests[0]), "train_config": asdict(config),
                                           "members": config.members, "model": weights,

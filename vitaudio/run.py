@@ -144,13 +144,15 @@ def loop_config(config: TrainConfig, amp: bool = False) -> LoopConfig:
     """The loop of train.py's recipe: the best epoch has the lowest val clip loss."""
     return LoopConfig(epochs=config.epochs, patience=config.patience, criterion=LOWEST_VAL_LOSS,
                       label_smoothing=config.label_smoothing, mixup=config.mixup, grad_clip=config.grad_clip, amp=amp,
-                      ema_epochs=config.ema_epochs)
+                      ema_epochs=config.ema_epochs, distill=config.distill)
 
 
 def train_model(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
-                member: int = 0, stop: Callable[[int], bool] | None = None) -> Path:
+                member: int = 0, stop: Callable[[int], bool] | None = None,
+                teacher: torch.nn.Module | None = None) -> Path:
     """One model's run (or its continuation from `resume`), tested at the end; -> its run directory. `member`
-    picks which member of an ensemble checkpoint --init-from starts it from; `stop` is `engine.fit`'s hook."""
+    picks which member of an ensemble checkpoint --init-from starts it from; `stop` and `teacher` go to
+    `engine.fit`."""
     seed_everything(config.seed)
     amp, workers = config.amp_on(device), config.loader_workers(device)
     source = load_checkpoint(Path(config.init_from)) if config.init_from else None
@@ -191,7 +193,8 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     header = checkpoint_header(data.model_config, data.mel_config, data.classes, data.standardize, data.rule,
                                train_config=asdict(config))
     result = fit(model, train_loader, val_loader, optimizer, schedule, loop_config(config, amp), device=device,
-                 run_dir=run_dir, header=header, resume=resume is not None, dist=ctx, stop=stop)
+                 run_dir=run_dir, header=header, resume=resume is not None, dist=ctx, stop=stop,
+                 teacher=teacher and teacher.to(device))
     if ctx.is_main:
         test_model(model, run_dir, data, config, device, best_epoch=result.best_epoch)
     barrier(ctx)
