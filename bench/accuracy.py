@@ -21,9 +21,11 @@ started when it would end past the budget); the best-validation weights are test
 process's CPU time divided by torch's threads: wall time on an idle machine whose cores are all busy with the run,
 and not eaten by other people's jobs on a shared one, so contenders run at different times get the same compute.
 Runs go split by split and seed by seed, every contender in turn, so a benchmark stopped part-way has compared
-the contenders on the same folds. Rows accumulate in OUT/results.jsonl (a re-run replaces its rows), so contenders
-may be run in separate invocations; the table covers every row there. Every row records the data's fingerprint (a
-hash of every audio file's bytes): rebuilds of a rendered data set differ, so OUT refuses rows of another build.
+the contenders on the same folds. Rows accumulate in OUT/results.jsonl, and a re-run skips the runs it holds
+(`--redo` runs them again, replacing their rows), so an interrupted benchmark is continued by running it again,
+and contenders may be run in separate invocations; the table covers every row there. Every row records the data's
+fingerprint (a hash of every audio file's bytes): rebuilds of a rendered data set differ, so OUT refuses rows of
+another build.
 A class whose works are few and long can miss the 80/10/10 test split (styles_dev's classical_chamber: 6 works x
 10 clips); the report names such classes, and --folds avoids them.
 """
@@ -556,6 +558,7 @@ def main() -> None:
     parser.add_argument("--recipe", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="a variant of the default: TrainConfig fields for the vitaudio contender, whose rows are "
                              "then named by them (e.g. --recipe ema_epochs=5 members=3)")
+    parser.add_argument("--redo", action="store_true", help="run again the runs that OUT/results.jsonl holds")
     args = parser.parse_args()
     if args.folds == 1 or args.folds == 2:
         parser.error("--folds needs K >= 3 (test, val and train folds)")
@@ -572,14 +575,20 @@ def main() -> None:
     skipped_blog = "blog" if bench.device.type == "cuda" else "blog480"  # the full-size recipe is a GPU's work
     contenders = args.contenders or [c for c in CONTENDERS if c != skipped_blog]
     command = "python bench/accuracy.py " + shlex.join(sys.argv[1:])
-    runners = {"vitaudio": partial(run_vitaudio, recipe=parse_recipe(args.recipe)), "classical": run_classical,
+    recipe = parse_recipe(args.recipe)
+    runners = {"vitaudio": partial(run_vitaudio, recipe=recipe), "classical": run_classical,
                "cnn": run_cnn, "blog": run_blog,
                "blog480": partial(run_blog, full_size=True)}
     results_path = out / "results.jsonl"
     check_same_data(results_path, bench.data)
+    done = {(r.contender, r.split, r.seed) for r in read_results(results_path)} if not args.redo else set()
     for task in tasks:  # contenders innermost: an interrupted benchmark still has every contender on the same folds
         for seed in args.seeds:
             for contender in contenders:
+                if (recipe_name(recipe) if contender == "vitaudio" else contender, task.name, seed) in done:
+                    print(f"== {contender} {task.name} seed {seed}: in {results_path} already (--redo runs it "
+                          f"again)")
+                    continue
                 print(f"== {contender} {task.name} seed {seed} (budget {args.budget_minutes:g} min)", flush=True)
                 result = replace(runners[contender](bench, task, seed), command=command, data=bench.data)
                 print(f"== {contender} {task.name} seed {seed}: test accuracy {result.accuracy:.3f}, macro F1 "
