@@ -4,6 +4,7 @@ import http.client
 import io
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -136,6 +137,7 @@ def test_info_describes_the_model(server):
     info = json.loads(body)
     assert status == 200 and info["classes"] == ["bass", "mid", "treble"]
     assert info["max_upload_mb"] == "0.2" and info["sample_rate"] == 22050
+    assert info["max_seconds"] == serve.DEFAULT_MAX_SECONDS
 
 
 def test_predict_returns_predictions_segments_and_the_mel_as_png(server):
@@ -181,6 +183,62 @@ def test_empty_and_silent_uploads_are_refused(server, body, message):
     assert status == 400 and message in json.loads(answer)["error"]
 
 
+def multipart_body(fields: dict[str, str], file_name: str, file_bytes: bytes, boundary: str) -> bytes:
+    """A multipart/form-data body as `curl -F name=value -F file=@clip.wav` sends it: the form fields, then the file."""
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+                 f"Content-Type: audio/wav\r\n\r\n".encode() + file_bytes + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def post(server, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_multipart_form_upload_is_classified_like_a_raw_body(server):
+    """`curl -F file=@clip.wav` (multipart/form-data) used to be refused as "not an audio file"."""
+    clip, boundary = wav_bytes(seconds=1.0), "------------------------d74496d66958873e"
+    body = multipart_body({"note": "a form field before the file"}, "clip.wav", clip, boundary)
+    status, answer = post(server, "/api/predict?top_k=2", body,
+                          {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200 and answer["duration"] == pytest.approx(1.0, abs=0.01)
+    assert answer["predictions"] == json.loads(request(server.url + "api/predict?top_k=2", clip)[2])["predictions"]
+
+
+@pytest.mark.parametrize("content_type, body, message", [
+    ("multipart/form-data; boundary=xyz", b'--xyz\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--xyz--\r\n',
+     "without a complete file part"),
+    ("multipart/form-data", b"--xyz\r\n\r\n", "without a valid boundary")])
+def test_multipart_upload_without_a_file_is_refused_with_a_message(server, content_type, body, message):
+    status, answer = post(server, "/api/predict", body, {"Content-Type": content_type})
+    assert status == 400 and message in answer["error"]
+
+
+def test_expect_100_continue_is_answered_before_the_body_and_a_refusal_instead_of_it(server):
+    """curl sends `Expect: 100-continue` with larger uploads and waits for the go-ahead before the body."""
+    clip = wav_bytes(seconds=1.0)
+    for length, expected in ((len(clip), b"HTTP/1.1 100 Continue\r\n"), (10**9, b"HTTP/1.1 413 ")):
+        head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+                f"Expect: 100-continue\r\n\r\n").encode()
+        with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+            sock.sendall(head)
+            assert sock.recv(len(expected)) == expected
+            if length == len(clip):
+                sock.sendall(clip)
+                received = b""
+                while chunk := sock.recv(65536):
+                    received += chunk
+                assert b"HTTP/1.1 200 OK\r\n" in received and b'"predictions"' in received
+
+
 def test_unknown_paths_answer_404_in_json(server):
     for body in (None, b"x"):
         status, _, answer = request(server.url + "api/nothing", body)
@@ -212,5 +270,40 @@ def test_help_shows_every_default(capsys):
         serve.main(["--help"])
     usage = " ".join(capsys.readouterr().out.split())
     for default in ("(default: 127.0.0.1)", f"(default: {serve.DEFAULT_PORT})", "(default: 5)",
-                    f"(default: {serve.DEFAULT_MAX_UPLOAD_MB})", "(default: auto)"):
+                    f"(default: {serve.DEFAULT_MAX_UPLOAD_MB})", "(default: auto)",
+                    f"(default: {serve.DEFAULT_MAX_SECONDS})", f"(default: {serve.DEFAULT_TIMEOUT})",
+                    f"(default: {serve.DEFAULT_MAX_CONNECTIONS})"):
         assert default in usage
+    assert "--allowed-host NAME" in usage and "--allow-origin ORIGIN" in usage and "--max-seconds" in usage
+
+
+def test_command_passes_its_limits_and_allowed_hosts_and_origins_to_the_server(monkeypatch, capsys):
+    made = {}
+
+    class Stopped:
+        url = "http://127.0.0.1:1/"
+
+        def serve_forever(self):
+            raise KeyboardInterrupt
+
+        def server_close(self):
+            made["closed"] = True
+
+    def fake_make_server(clf, host, port, **options):
+        made.update(options)
+        return Stopped()
+
+    monkeypatch.setattr(serve, "pipeline", lambda checkpoint, device: "classifier")
+    monkeypatch.setattr(serve, "make_server", fake_make_server)
+    assert serve.main(["x.pt", "--max-seconds", "60", "--timeout", "5", "--max-connections", "8",
+                       "--allowed-host", "demo.lan", "--allowed-host", "10.0.0.2",
+                       "--allow-origin", "http://app.lan:8000"]) == 0
+    assert made == {"top_k": 5, "max_upload_mb": serve.DEFAULT_MAX_UPLOAD_MB, "max_seconds": 60.0, "timeout": 5.0,
+                    "max_connections": 8, "allowed_hosts": ("demo.lan", "10.0.0.2"),
+                    "allowed_origins": ("http://app.lan:8000",), "closed": True}
+
+
+@pytest.mark.parametrize("flag", [["--max-seconds", "0"], ["--timeout", "-1"], ["--max-connections", "0"]])
+def test_command_refuses_a_limit_out_of_range_in_one_line(flag, capsys):
+    assert serve.main(["x.pt", *flag]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
