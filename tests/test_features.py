@@ -111,7 +111,7 @@ def test_audio_bytes_decode(tmp_path):
 
 
 @pytest.mark.parametrize("content, reason", [
-    (b"", "not a readable audio file"),
+    (b"", "empty file (0 bytes)"),
     (b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", "not a readable audio file"),
 ])
 def test_corrupt_files_raise_typed_error_with_path(tmp_path, content, reason):

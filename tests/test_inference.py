@@ -162,7 +162,7 @@ def test_every_segment_is_scored_with_the_whole_clips_context(clf):
 
 
 def test_clip_shorter_than_a_segment_is_padded_into_one(clf):
-    for n_samples in (500, SR // 3):  # below one FFT window, and a third of a second
+    for n_samples in (MelConfig().n_fft, SR // 3):  # one FFT window, the shortest clip scored; a third of a second
         result = clf(music(1.0)[:n_samples], top_k=1, return_segments=True)
         assert len(result["segments"]) == 1
         assert result["segments"][0]["start"] == 0.0
@@ -203,7 +203,8 @@ def test_embed_returns_pooled_clip_embeddings_the_head_is_linear_on(clf):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (np.zeros((2, 1000), dtype=np.float32), "expected 1-D mono samples"),
+    (np.zeros((4, 4), dtype=np.float32), r"expected mono samples .* got shape \(4, 4\)"),
+    (np.zeros((2, 3, 5000), dtype=np.float32), "expected mono samples"),
     (np.zeros(5000, dtype=np.float32), "silent"),
     (np.array([0.1, np.nan] * 2000, dtype=np.float32), "NaN"),
     ({"array": np.ones(100)}, "needs 'sampling_rate'"),

@@ -7,6 +7,7 @@ Resampling uses soxr (librosa's own high-quality resampler).
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,7 +56,12 @@ def audio_info(path: Path) -> tuple[int, float] | None:
 def load_audio(source: str | Path | bytes | BinaryIO, sample_rate: int) -> np.ndarray:
     """Decode `source` (a path, the bytes of a file, or a file object) -> (n_samples,) float32 mono at `sample_rate`."""
     name = str(source) if isinstance(source, (str, Path)) else "<audio bytes>"
-    if isinstance(source, bytes):
+    # libsndfile says "System error." for a missing file and "Format not recognised" for an empty one
+    if isinstance(source, (str, Path)):
+        _check_path(Path(source))
+    elif isinstance(source, bytes):
+        if not source:
+            raise AudioDecodeError(name, "empty file (0 bytes)")
         source = io.BytesIO(source)
     try:
         samples, file_rate = sf.read(source, dtype="float32", always_2d=True)  # (n_samples, n_channels)
@@ -71,6 +77,21 @@ def load_audio(source: str | Path | bytes | BinaryIO, sample_rate: int) -> np.nd
     return resample(mono, file_rate, sample_rate)
 
 
+def too_short(n_samples: int, window: int, sample_rate: int) -> str | None:
+    """Why a clip of `n_samples` is too short to make one `window`-sample FFT frame, or None when it is not: the
+    one length rule of melify (hence training) and inference."""
+    if n_samples >= window:
+        return None
+    return (f"too short: {n_samples / sample_rate:.3f} s is less than one FFT window "
+            f"({window} samples = {window / sample_rate:.3f} s)")
+
+
+def overflow_reason(samples: np.ndarray) -> str:
+    """Why finite samples gave non-finite features: squaring them overflows float32 (|x| above ~1e19)."""
+    return (f"its samples overflow: they reach {float(np.abs(samples).max()):.3g}, too large to square in 32-bit "
+            f"floats, so its features are not finite; normalise it to [-1, 1] (divide by its peak) first")
+
+
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """(n,) float32 at `from_rate` -> (m,) float32 at `to_rate`, with soxr's high-quality filter."""
     if from_rate == to_rate:
@@ -78,6 +99,20 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     import soxr  # a librosa dependency; imported here so that reading files at the target rate never loads it
 
     return soxr.resample(samples.astype(np.float32), from_rate, to_rate, quality="HQ").astype(np.float32)
+
+
+def _check_path(path: Path) -> None:
+    """Name what a path is when it is not an audio file at all: missing, a folder, or empty."""
+    try:
+        status = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise AudioDecodeError(path, "no such file") from None
+    except OSError as err:
+        raise AudioDecodeError(path, f"cannot read file ({err.strerror or err})") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise AudioDecodeError(path, "is a folder, not an audio file")
+    if stat.S_ISREG(status.st_mode) and status.st_size == 0:
+        raise AudioDecodeError(path, "empty file (0 bytes)")
 
 
 def _explain(name: str, err: Exception) -> str:

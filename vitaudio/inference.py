@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import AudioDecodeError, load_audio, resample
+from .audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info, load_audio, overflow_reason, resample, too_short
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import SegmentRule, Standardize, clip_context, cut_segments, stack_clips
 from .errors import VitaudioError
@@ -25,8 +25,10 @@ from .features import MelConfig, log_mel
 from .model import ViT, ViTEnsemble
 from .scoring import mean_per_clip, resolve_device
 
-# What one input may be: a path, the bytes of a file, 1-D samples at the model's rate, {"sampling_rate", "array"}.
+# What one input may be: a path, the bytes of a file, samples at the model's rate, {"sampling_rate", "array"}.
 AudioInput = str | Path | bytes | np.ndarray | dict
+# A 2-D array's shorter axis is its channels when it is at most this long: (2, S) and (S, 2) are both stereo.
+MAX_CHANNELS = 8
 
 
 class InputError(VitaudioError, ValueError):
@@ -64,7 +66,13 @@ class AudioClassifier:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32) -> AudioClassifier:
         """Load a `train.py` checkpoint (never running pickled code); CheckpointError names the file otherwise."""
         path, device = Path(path), resolve_device(device)
-        checkpoint = load_checkpoint(path)  # refuses foreign, truncated and code-carrying files
+        try:
+            checkpoint = load_checkpoint(path)  # refuses foreign, truncated and code-carrying files
+        except CheckpointError:
+            if _is_audio(path):  # arguments swapped: the unpickler's own words would say "corrupt"
+                raise CheckpointError(f"{path}: is an audio file, not a checkpoint: pass the checkpoint "
+                                      f"(runs/x/best.pt) first, then the audio") from None
+            raise
         mel_dict = checkpoint["mel_config"] if isinstance(checkpoint["mel_config"], dict) else {}
         missing = sorted({f.name for f in fields(MelConfig)} - set(mel_dict))
         if missing:
@@ -160,6 +168,8 @@ class AudioClassifier:
         if mel.ndim != 2 or mel.shape[0] != self.mel_config.n_mels:
             raise InputError(f"{name}: expected a dB mel (n_mels={self.mel_config.n_mels}, n_frames), "
                              f"got shape {tuple(mel.shape)}")
+        if not torch.isfinite(mel).all():
+            raise InputError(f"{name}: the dB mel holds NaN or infinite values")
         mel = self.standardize(mel.unsqueeze(0))  # (M, T) -> (1, M, T)
         n_frames = mel.shape[-1]
         return PreparedClip(name=name, segments=cut_segments(mel, self.segment_rule),
@@ -185,15 +195,19 @@ class AudioClassifier:
                                  f"it has {sorted(item)}")
             return resample(_mono(np.asarray(array), name), int(item["sampling_rate"]), self.sample_rate)
         raise InputError(f"{name}: cannot score a {type(item).__name__}; pass a path, the bytes of an audio file, "
-                         f"a 1-D numpy array at {self.sample_rate} Hz, or {{'sampling_rate': ..., 'array': ...}}")
+                         f"a numpy array of samples at {self.sample_rate} Hz or {{'sampling_rate': ..., 'array': ...}}")
 
     def _mel_db(self, samples: np.ndarray, name: str) -> Tensor:
         """(n_samples,) -> (1, n_mels, n_frames) dB on the model's device."""
+        short = too_short(len(samples), self.mel_config.n_fft, self.sample_rate)  # melify's rule: never trained on
+        if short:
+            raise InputError(f"{name}: {short}; the model cannot classify it")
         if not samples.any():
             raise InputError(f"{name}: silent: every sample is zero, there is nothing to classify")
-        if len(samples) < self.mel_config.n_fft:  # shorter than one FFT window (melify refuses these): pad silence
-            samples = np.pad(samples, (0, self.mel_config.n_fft - len(samples)))
-        return log_mel(torch.from_numpy(samples).to(self.device), self.mel_config).unsqueeze(0)  # (M, T) -> (1, M, T)
+        mel_db = log_mel(torch.from_numpy(samples).to(self.device), self.mel_config)
+        if not torch.isfinite(mel_db).all():
+            raise InputError(f"{name}: {overflow_reason(samples)}")
+        return mel_db.unsqueeze(0)  # (M, T) -> (1, M, T)
 
     def _scored(self, inputs: Iterable[AudioInput], head: Callable[[Tensor, Tensor], Tensor], batch_size: int | None,
                 skip_errors: bool) -> Iterator:
@@ -211,12 +225,15 @@ class AudioClassifier:
                 clip = err
             pending.append(clip)
             if n_segments >= batch_size:
-                yield from self._score_batch(pending, head, batch_size)
+                yield from self._score_batch(pending, head, batch_size, skip_errors)
                 pending, n_segments = [], 0
-        yield from self._score_batch(pending, head, batch_size)
+        yield from self._score_batch(pending, head, batch_size, skip_errors)
 
     @torch.inference_mode()
-    def _score_batch(self, pending: list, head: Callable[[Tensor, Tensor], Tensor], batch_size: int) -> Iterator:
+    def _score_batch(self, pending: list, head: Callable[[Tensor, Tensor], Tensor], batch_size: int,
+                     skip_errors: bool) -> Iterator:
+        """Score the prepared clips of `pending` together; a clip whose outputs are not finite is an InputError
+        (NaN scores are no answer, and not JSON)."""
         clips = [clip for clip in pending if isinstance(clip, PreparedClip)]
         if clips:
             segments, contexts, clip_index = stack_clips([clip.segments for clip in clips],
@@ -227,7 +244,18 @@ class AudioClassifier:
             per_segment = segment_outputs.cpu().split([len(clip.segments) for clip in clips])
             scored = iter(zip(clips, clip_outputs.cpu(), per_segment))
         for clip in pending:
-            yield clip if isinstance(clip, Exception) else next(scored)
+            if isinstance(clip, Exception):
+                yield clip
+                continue
+            prepared, clip_output, clip_segment_outputs = next(scored)
+            if torch.isfinite(clip_output).all() and torch.isfinite(clip_segment_outputs).all():
+                yield prepared, clip_output, clip_segment_outputs
+                continue
+            error = InputError(f"{clip.name}: the model's outputs for it are not finite (NaN or infinite) though its "
+                               f"features are: the checkpoint's weights may hold NaN; use an earlier checkpoint")
+            if not skip_errors:
+                raise error
+            yield error
 
     def _clip_outputs(self, inputs, head: Callable[[Tensor, Tensor], Tensor], batch_size: int | None) -> np.ndarray:
         outputs = np.stack([clip_output.numpy() for _, clip_output, _ in
@@ -258,15 +286,27 @@ def _name(item: AudioInput, index: int) -> str:
     return f"input {index}" + (" (bytes)" if isinstance(item, (bytes, bytearray, memoryview)) else "")
 
 
+def _is_audio(path: Path) -> bool:
+    """True for a file that is audio by its extension or by what libsndfile reads in it."""
+    return path.is_file() and (path.suffix.lower() in AUDIO_EXTENSIONS or audio_info(path) is not None)
+
+
 def _as_list(inputs) -> list:
     return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
 
 def _mono(array: np.ndarray, name: str) -> np.ndarray:
-    """Check 1-D finite samples -> (n_samples,) float32."""
-    if array.ndim != 1:
-        raise InputError(f"{name}: expected 1-D mono samples, got shape {array.shape}; "
-                         f"for (channels, samples) pass array.mean(axis=0)")
+    """Check finite samples, mono (n_samples,) or multichannel in either layout -> (n_samples,) float32.
+
+    (channels, samples), as torchaudio and librosa give them, and (samples, channels), as soundfile gives them,
+    are told apart by the channel axis being the shorter one and at most MAX_CHANNELS long; the channels are
+    averaged, as `audio.load_audio` does for files."""
+    if array.ndim == 2 and min(array.shape) <= MAX_CHANNELS and array.shape[0] != array.shape[1]:
+        channel_axis = int(np.argmin(array.shape))
+        array = array.astype(np.float32).mean(axis=channel_axis)  # (C, S) or (S, C) -> (S,)
+    elif array.ndim != 1:
+        raise InputError(f"{name}: expected mono samples (n_samples,) or up to {MAX_CHANNELS} channels as "
+                         f"(channels, samples) or (samples, channels), got shape {array.shape}")
     if array.size == 0:
         raise InputError(f"{name}: the array holds no samples")
     samples = np.ascontiguousarray(array, dtype=np.float32)

@@ -1,14 +1,18 @@
 """`python -m vitaudio.melify SRC DST`: class folders of audio -> class folders of 16-bit log-mel PNGs.
 
-SRC holds one folder per class (`SRC/<class>/**/<clip>.wav`); GTZAN as it unpacks (`genres/` or
-`genres_original/` one level down) is found too. DST gets `DST/<class>/**/<clip>.png` and `DST/melify.json`
-(mel parameters, package version, one record per input file). Re-runs skip images that are already up to date;
-a DST made with other mel parameters is refused unless `--overwrite`. Every image is written atomically, so an
-interrupted run leaves no truncated file and the next run completes it. Bad files are reported and skipped.
+SRC holds one folder per class (`SRC/<class>/**/<clip>.wav`), or wraps such a folder: wrapper folders holding one
+subfolder and no audio (`SRC/a/b/c/<class>/...`, at any depth) are stepped through, as is GTZAN's `genres/` or
+`genres_original/` beside its other files; a class folder without audio is left out with a warning. DST gets
+`DST/<class>/**/<clip>.png` and `DST/melify.json` (mel parameters, package version, one record per input file).
+Re-runs skip images that are already up to date; a DST made with other mel parameters is refused unless
+`--overwrite`. Every image is written atomically, so an interrupted run leaves no truncated file and the next run
+completes it. Bad files are reported and skipped; a DST that cannot be written (a file, read-only, a full disk)
+raises LayoutError naming the path and the fix.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import multiprocessing
 import os
@@ -22,7 +26,15 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .audio import AudioDecodeError, audio_info, find_audio_files, is_audio_file, load_audio
+from .audio import (
+    AudioDecodeError,
+    audio_info,
+    find_audio_files,
+    is_audio_file,
+    load_audio,
+    overflow_reason,
+    too_short,
+)
 from .cli_help import DefaultsHelpFormatter
 from .errors import VitaudioError
 from .features import PNG_DB_MAX, PNG_DB_MIN, MelConfig, log_mel, mel_config_for, write_mel_png
@@ -60,21 +72,23 @@ class MelifyReport:
 
 
 def find_class_root(src: Path) -> Path:
-    """The folder whose subfolders are the classes: SRC itself, or GTZAN's `genres[_original]/` below it."""
+    """The folder whose subfolders are the classes: SRC itself, or the folder below it reached through wrapper
+    folders, each holding one subfolder and no audio of its own (any depth), or GTZAN's `genres[_original]/`."""
     src = Path(src)
     if not src.is_dir():
         raise LayoutError(f"{src} is not a folder. Expected SRC/<class>/<clip>.wav, one folder per class.")
-    folder = src
-    for _ in range(3):  # step down through wrappers: GTZAN's genres_original/, or a lone subfolder
+    folder, seen = src, {src.resolve()}
+    while True:
         subfolders = _subfolders(folder)
         if any(is_audio_file(p) for sub in subfolders for p in sub.iterdir()):
             return folder
         wrappers = [p for p in subfolders if p.name in GTZAN_FOLDERS] or subfolders
-        if len(wrappers) != 1:
-            break
+        if len(wrappers) != 1 or wrappers[0].resolve() in seen or any(map(is_audio_file, folder.iterdir())):
+            break  # several candidates, a link back up, or loose clips: `folder` is no mere wrapper
         folder = wrappers[0]
-    if any(find_audio_files(p) for p in _subfolders(src)):  # classes whose clips sit in deeper folders
-        return src
+        seen.add(folder.resolve())
+    if any(find_audio_files(p) for p in _subfolders(folder)):  # classes whose clips sit in deeper folders
+        return folder
     raise LayoutError(
         f"{src} has no class folders with audio in them. Expected one folder per class, e.g. "
         f"{src}/jazz/jazz.00000.wav, {src}/rock/rock.00000.wav (wav, flac, ogg, au, mp3, ...).")
@@ -92,14 +106,17 @@ def _convert(task: tuple[Path, Path, MelConfig]) -> tuple[str, float | None, str
     except AudioDecodeError as err:
         return FAILED, None, err.reason
     duration = len(samples) / config.sample_rate
-    if len(samples) < config.n_fft:
-        return FAILED, duration, (f"too short: {duration:.3f} s is less than one FFT window "
-                                  f"({config.n_fft} samples = {config.n_fft / config.sample_rate:.3f} s)")
+    short = too_short(len(samples), config.n_fft, config.sample_rate)
+    if short:
+        return FAILED, duration, short
     if not samples.any():
         return FAILED, duration, "silent: every sample is zero"
+    mel_db = log_mel(samples, config)
+    if not np.isfinite(mel_db).all():  # stored, NaN would become a flat -160 dB image
+        return FAILED, duration, overflow_reason(samples)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        write_mel_png(output, log_mel(samples, config))
+        write_mel_png(output, mel_db)
     except OSError as err:
         return FAILED, duration, f"cannot write {output}: {err}"
     return CONVERTED, duration, None
@@ -133,6 +150,7 @@ def _check_destination(dst: Path, config: MelConfig, overwrite: bool) -> dict:
 
 
 def _write_manifest(dst: Path, config: MelConfig, class_root: Path, records: list[dict]) -> None:
+    """Write DST/melify.json; LayoutError when it cannot be written (the images already there stay)."""
     manifest = {
         "vitaudio_version": __version__,
         "mel_config": config.to_dict(),
@@ -141,7 +159,22 @@ def _write_manifest(dst: Path, config: MelConfig, class_root: Path, records: lis
         "source_root": str(class_root.resolve()),
         "files": records,
     }
-    write_text_atomic(dst / MANIFEST, json.dumps(manifest, indent=1))
+    try:
+        write_text_atomic(dst / MANIFEST, json.dumps(manifest, indent=1))  # the temporary file goes on failure
+    except OSError as err:
+        raise _unwritable(dst / MANIFEST, err) from None
+
+
+def _unwritable(path: Path, err: OSError) -> LayoutError:
+    """A write into DST failed: say where, why and what to do."""
+    if err.errno == errno.ENOSPC:
+        fix = ("the disk is full: free some space or choose a DST on another disk, then run melify again "
+               "(it keeps the images written so far)")
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"{err.strerror}: make DST writable (chmod u+w) or choose another DST"
+    else:
+        fix = f"{err.strerror or err}: choose another DST"
+    return LayoutError(f"cannot write {path}: {fix}")
 
 
 def mel_config_of_audio(src: Path, n_probe: int = 256) -> MelConfig:
@@ -158,21 +191,36 @@ def mel_config_of_audio(src: Path, n_probe: int = 256) -> MelConfig:
 def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: int | None = None,
            overwrite: bool = False, progress: bool = True) -> MelifyReport:
     """Convert every audio file under SRC's class folders into DST/<class>/.../<stem>.png, with `config` or
-    by default the parameters `mel_config_of_audio` derives from SRC; see the module doc."""
+    by default the parameters `mel_config_of_audio` derives from SRC; see the module doc.
+
+    The classes are the subfolders of `find_class_root(SRC)`: SRC itself, or the folder reached by stepping down
+    through wrapper folders that hold one subfolder and no audio (as unpacked archives often have them), rather
+    than one class named after the outermost wrapper."""
     src, dst = Path(src), Path(dst)
     class_root = find_class_root(src)
+    if class_root != src:
+        print(f"melify: the class folders are in {class_root}", file=sys.stderr)
     config = config or mel_config_of_audio(class_root)
-    old_records = _check_destination(dst, config, overwrite)
-    dst.mkdir(parents=True, exist_ok=True)
-    for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
-        stale.unlink()
-    _write_manifest(dst, config, class_root, [])  # claims DST for these parameters before any image exists
-    if (src / "metadata.csv").is_file():  # clip groups travel with the images, for leak-free splits
-        shutil.copyfile(src / "metadata.csv", dst / "metadata.csv")
+    if dst.exists() and not dst.is_dir():
+        raise LayoutError(f"{dst} is a file, not a folder: DST is the folder melify writes its class folders "
+                          f"into; choose a new or empty folder")
+    try:
+        old_records = _check_destination(dst, config, overwrite)
+        dst.mkdir(parents=True, exist_ok=True)
+        for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
+            stale.unlink()
+        _write_manifest(dst, config, class_root, [])  # claims DST for these parameters before any image exists
+        if (src / "metadata.csv").is_file():  # clip groups travel with the images, for leak-free splits
+            shutil.copyfile(src / "metadata.csv", dst / "metadata.csv")
+    except OSError as err:
+        raise _unwritable(Path(err.filename or dst), err) from None
 
     records, tasks, outputs_seen = [], [], {}
     for class_dir in _subfolders(class_root):
-        for source in find_audio_files(class_dir):
+        sources = find_audio_files(class_dir)
+        if not sources:  # no class to learn: say so rather than train on one class fewer unawares
+            print(f"melify: class folder {class_dir} holds no audio: left out", file=sys.stderr)
+        for source in sources:
             rel_source = source.relative_to(class_root)
             rel_output = rel_source.with_suffix(".png")
             record = {"source": rel_source.as_posix(), "output": rel_output.as_posix(),

@@ -98,9 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     for record in missing:
         print(f"predict: skipped {record['path']}: {record['error']}", file=sys.stderr)
     records = missing + classify(classifier, files, args.top_k)
-    if args.format == "json":
-        json.dump(records, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if args.format == "json":  # strict JSON: inference refuses what would score NaN, and a NaN must not slip out
+        sys.stdout.write(json.dumps(records, indent=1, allow_nan=False) + "\n")
     elif args.format == "csv":
         write_csv(records, sys.stdout)
     else:
