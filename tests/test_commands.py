@@ -1,5 +1,6 @@
 """The commands as a user meets them: `vitaudio COMMAND`, every --help with its defaults, typed errors in the
 library and one-line messages with exit status 2 from each command's main()."""
+import shutil
 import subprocess
 import sys
 
@@ -73,6 +74,24 @@ def test_a_data_set_too_small_to_split_leaves_no_run_folder(tmp_path, capsys):
     root = write_separable_set(tmp_path / "audio", per_class=1, seconds=1.0)
     assert train.main(["--root", str(root), "--out", str(tmp_path / "run"), "--members", "1"]) == 2
     assert "split" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_segment_too_long_for_the_memory_is_refused_before_memory_is_spent(tmp_path, capsys):
+    """--segment-seconds 1000 used to allocate 22.7 GB before the kernel killed the run."""
+    root = write_separable_set(tmp_path / "audio", per_class=4, seconds=1.0)
+    assert train.main(["--root", str(root), "--out", str(tmp_path / "run"), "--segment-seconds", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "--segment-seconds 1000" in err and "GB" in err and "use at most --segment-seconds" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_set_of_one_class_is_refused_not_scored_perfect(tmp_path, capsys):
+    """A one-class data set used to train and report "test accuracy 1.000"."""
+    root = write_separable_set(tmp_path / "audio", per_class=12, seconds=1.0)
+    for extra in [p for p in root.iterdir() if p.is_dir()][1:]:
+        shutil.rmtree(extra)
+    assert train.main(["--root", str(root), "--out", str(tmp_path / "run"), "--members", "1"]) == 2
+    assert "one class" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_resume_of_a_run_whose_config_is_corrupt_names_the_file(tmp_path, capsys):

@@ -69,6 +69,19 @@ class ViTConfig:
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}.")
 
+    def training_bytes(self, n_frames: int, batch_size: int) -> int:
+        """An upper estimate of the float32 activations one training step on (batch_size, 1, n_mels, n_frames)
+        keeps for its backward pass: the stem's feature maps (conv, norm and GELU outputs), each block's token
+        activations, and attention weights as if materialised (B, heads, N, N)."""
+        values, height, width = 0, self.n_mels, n_frames
+        for channels in self.stem_channels:
+            height, width = (height + 1) // 2, (width + 1) // 2  # 3x3, stride 2, padding 1
+            values += 3 * channels * height * width
+        tokens = 2 + math.prod((n - k) // s + 1 for n, k, s in zip((self.n_mels, n_frames), self.patch_size,
+                                                                    self.patch_stride))  # patches, cls, context
+        per_block = tokens * (10 + 2 * self.mlp_ratio) * self.dim + 2 * self.heads * tokens**2
+        return int(4 * batch_size * (values + self.depth * per_block))
+
 
 # Every preset has a three-layer convolutional stem of dim/4, dim/2, dim channels, so a 16 x 16 patch is a 2 x 2
 # projection of features 8x smaller than the mel. On real music (bench/RESULTS.md) two layers lifted mini's held-out

@@ -82,7 +82,8 @@ def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[
     return split
 
 
-def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: Path | None) -> RunData:
+def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: Path | None,
+             device: torch.device = torch.device("cpu")) -> RunData:
     """A new run's data, split, normalisation and model shape, checked; or those a resumed run saved."""
     if resume:
         return saved_run_data(resume, mel_root)
@@ -97,8 +98,41 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
     if frames < model_config.patch_size[1]:
         raise ConfigError(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
                           f"patch ({model_config.patch_size[1]} frames)")
+    check_memory(model_config, frames, config, mel_config.frames_per_second, device)
+    if len(all_clips.classes) < 2:
+        raise ConfigError(f"{mel_root} holds one class ({', '.join(all_clips.classes)}): a classifier needs at "
+                          f"least two class folders, each with clips of its class")
     return RunData(mel_root, all_clips.classes, split, mel_config, standardize, SegmentRule(frames, frames),
                    model_config)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for training on `device`: the GPU's free memory, or the host's MemAvailable; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    line = next((line for line in meminfo.splitlines() if line.startswith("MemAvailable:")), None)
+    return int(line.split()[1]) * 1024 if line else None
+
+
+def check_memory(model_config: ViTConfig, frames: int, config: TrainConfig, frames_per_second: float,
+                 device: torch.device) -> None:
+    """Refuse, before anything is written, segments whose training step would not fit in the free memory."""
+    free = available_memory(device)
+    needed = model_config.training_bytes(frames, config.batch_size)
+    if free is None or needed <= 0.8 * free:
+        return
+    fits = frames
+    while fits > model_config.patch_size[1] and model_config.training_bytes(fits, config.batch_size) > 0.8 * free:
+        fits = int(fits * 0.8)
+    seconds = config.segment_seconds or round(frames / frames_per_second, 2)
+    raise ConfigError(f"--segment-seconds {seconds:g}: a training step of {config.batch_size} "
+                      f"crops of {frames} frames would hold about {needed / 1e9:.1f} GB, more than the "
+                      f"{free / 1e9:.1f} GB free on {device.type}: use at most --segment-seconds "
+                      f"{fits / frames_per_second:.0f}, or a smaller --batch-size")
 
 
 def segment_frames(segment_seconds: float | None, mel_config: MelConfig, train_clips: MelClips) -> int:
@@ -158,7 +192,7 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     source = load_checkpoint(Path(config.init_from)) if config.init_from else None
     if ctx.is_main:  # rank 0 alone writes files; the others wait for its results
         mel_root = prepare_data(config, MelConfig(**source["mel_config"]) if source else None)
-        data = run_data(config, mel_root, source, resume)
+        data = run_data(config, mel_root, source, resume, device)
         run_dir = resume or make_run_dir(config.out)
         if not resume:
             write_run_files(run_dir, config, data)
