@@ -8,7 +8,7 @@ clip-context token (the presets' default) takes a second input `context_db` (B, 
 under `recipe`, the whole way from audio to a clip's scores, in numbers and in words; scoring a clip so is what
 `vitaudio.inference.pipeline` does:
 1. audio: mono (the mean of the channels), float32, resampled to `sample_rate` (soxr, HQ); audio shorter than
-   `n_fft` samples is padded at the end with zeros to `n_fft`; all-zero audio is refused.
+   `n_fft` samples is refused as too short, and so is all-zero audio.
 2. log-mel (`vitaudio.features.log_mel`, every `MelConfig` field in the sidecar): periodic Hann window of `n_fft`,
    `hop_length`, centred STFT padded with zeros, power spectrum, Slaney mel filters (librosa's defaults) from `fmin`
    to `fmax`, 10 * log10(max(power, 1e-10)), minus the clip's maximum, floored at -top_db: (n_mels, n_frames),
@@ -79,11 +79,11 @@ def recipe(mel_config: MelConfig, rule: SegmentRule, clip_context: bool) -> dict
         "audio": {
             "channels": "mono: the mean of the file's channels", "dtype": "float32",
             "sample_rate": mel_config.sample_rate, "resampler": "soxr, quality HQ",
-            "min_samples": mel_config.n_fft, "shorter": "padded at the end with zeros to min_samples",
+            "min_samples": mel_config.n_fft, "shorter": "refused as too short",
             "all_zero": "refused: nothing to classify",
             "words": f"Decode to float32 samples, average the channels to mono, resample to "
                      f"{mel_config.sample_rate} Hz (soxr HQ); audio shorter than {mel_config.n_fft} samples "
-                     f"(n_fft) is padded at the end with zeros to {mel_config.n_fft}.",
+                     f"(n_fft) is refused as too short.",
         },
         "log_mel": {
             "function": "vitaudio.features.log_mel", "mel_config": mel_config.to_dict(),
