@@ -309,3 +309,37 @@ def test_audio_file_given_where_the_checkpoint_goes_says_to_pass_the_checkpoint_
     assert predict.main([str(audio), str(checkpoint)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == f"predict: error: {raised.value}\n"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 kB tmpfs, where the machine lets this process mount one (root in a container); skipped elsewhere."""
+    import subprocess
+
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+def test_melify_onto_a_really_full_disk_reports_each_clip_and_the_manifest_and_leaves_no_partial_file(
+        tmp_path, capsys, small_tmpfs):
+    """A real full disk (a 64 kB tmpfs), not a simulated one: no traceback and no half-written file."""
+    for k in range(6):
+        write_tone(tmp_path / "src" / ("low" if k % 2 else "high") / f"{k}.wav", 200.0 * (k + 1), seconds=4.0)
+    code, out, err = run_melify(capsys, tmp_path / "src", small_tmpfs / "dst")
+    assert "Traceback" not in err and ("no space" in err.lower() or "disk is full" in err), err
+    manifest = small_tmpfs / "dst/melify.json"
+    if code == 2:  # not even melify.json fits
+        assert err.count("\n") and err.rstrip().splitlines()[-1].startswith("melify: error: cannot write")
+    else:  # the clips that did not fit are reported failed, and a rerun with space converts them
+        failed = [r for r in json.loads(manifest.read_text())["files"] if r["status"] == "failed"]
+        assert failed and "failed 0" not in out
+    assert not list(small_tmpfs.rglob("*.tmp"))
+    assert all(read_mel_png(png).shape[1] > 0 for png in small_tmpfs.rglob("*.png"))  # what was written is whole

@@ -202,3 +202,14 @@ def test_with_distill_each_member_after_the_first_learns_from_the_ones_before(tm
     first = load_checkpoint(run_dir / "member0/best.pt")["model"]
     assert all(torch.equal(teachers[1].state_dict()[name], value) for name, value in first.items())
     assert json.loads((run_dir / "config.json").read_text())["train"]["distill"] == 0.5
+
+
+def test_with_rotate_val_later_members_validate_on_other_clips_of_the_same_pool(tmp_path):
+    root = write_separable_set(tmp_path / "words", per_class=12, seconds=1.0, sample_rate=16000)
+    run_dir = train(TrainConfig(root=str(root), epochs=1, members=2, rotate_val=True, out=str(tmp_path / "run")))
+    first, second = (json.loads((run_dir / f"member{k}/split.json").read_text()) for k in (0, 1))
+    assert first["test"] == second["test"] and first["val"] != second["val"]
+    assert len(first["val"]) == len(second["val"])
+    assert sorted(first["train"] + first["val"]) == sorted(second["train"] + second["val"])
+    headers = [load_checkpoint(run_dir / f"member{k}/best.pt")["normalization"] for k in (0, 1)]
+    assert headers[0] == headers[1]  # one standardisation for the whole ensemble

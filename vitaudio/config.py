@@ -35,6 +35,8 @@ class TrainConfig:
     time_stretch: float = 0.0  # stretch training crops in time by a factor in [1 / (1 + x), 1 + x] (tempo)
     ema_epochs: float = 0.0  # score and keep a moving average of the weights over ~this many epochs; 0 = off
     distill: float = 0.0  # members after the first also learn the soft predictions of the ones before (weight)
+    patch: int | None = None  # patch side (mel bands and frames); None: 16, or 8 for fewer than 128 bands
+    rotate_val: bool = False  # members after the first validate on other train + val clips: the ensemble sees all
     grad_clip: float = 1.0  # max gradient norm
     device: str = "auto"  # auto | cpu | cuda
     amp: bool | None = None  # mixed precision; None = on for CUDA
@@ -102,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
              "segment_seconds": "training crop and evaluation segment length (default: 3 s, or the median clip "
                                 "length where clips are shorter)", "mixup": "mixup alpha (0 = off)",
              "patience": "early stopping: epochs without a lower val loss", "seed": "training seed (member k: +k)",
-             "split_seed": "seed of the grouped 80/10/10 split", "members": "models trained and averaged"}
+             "split_seed": "seed of the grouped 80/10/10 split", "members": "models trained and averaged",
+             "distill": "weight of the earlier members' soft predictions in each later member's loss (0 = off)"}
     for name, help_text in helps.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float if name == "segment_seconds" else
                             type(getattr(defaults, name)),

@@ -64,16 +64,22 @@ def prepare_data(config: TrainConfig, mel_config: MelConfig | None = None) -> Pa
     return cached_melify(Path(config.root or DEMO_ROOT), mel_config, config.workers)
 
 
+def clip_groups(config: TrainConfig, data_root: Path) -> dict[str, str] | None:
+    """Clip key -> group from --groups or ROOT/metadata.csv; None where there is no such file."""
+    groups_csv = Path(config.groups) if config.groups else data_root / "metadata.csv"
+    groups = read_groups(groups_csv) if groups_csv.exists() else None
+    if config.groups and groups is None:
+        raise ConfigError(f"--groups {groups_csv}: needs columns clip,group")
+    return groups
+
+
 def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[str, list[str]]:
     """The split file if one is given, else a seeded split grouped by clip group where groups are known."""
     if config.split_file:
         split = read_split_file(Path(config.split_file))
         source = config.split_file
     else:
-        groups_csv = Path(config.groups) if config.groups else data_root / "metadata.csv"
-        groups = read_groups(groups_csv) if groups_csv.exists() else None
-        if config.groups and groups is None:
-            raise ConfigError(f"--groups {groups_csv}: needs columns clip,group")
+        groups = clip_groups(config, data_root)
         split = make_split(clips.keys, clips.targets, groups, seed=config.split_seed)
         source = f"the split of {data_root} (split seed {config.split_seed}, {'grouped' if groups else 'by clip'})"
     check_split(split, set(clips.keys), source)
@@ -82,19 +88,41 @@ def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[
     return split
 
 
+def rotated_split(split: dict[str, list[str]], clips: MelClips, groups: dict[str, str] | None, member: int,
+                  seed: int) -> dict[str, list[str]]:
+    """Member `member`'s split under --rotate-val: the same test clips, and a val split of the same size drawn
+    afresh (grouped, stratified) from the train and val clips, the rest to train. Member 0 keeps `split`."""
+    if member == 0:
+        return split
+    pool = sorted(split["train"] + split["val"])
+    label_of = dict(zip(clips.keys, clips.targets))
+    share = len(split["val"]) / len(pool)
+    drawn = make_split(pool, [label_of[k] for k in pool], groups, fractions=(1 - share, share, 0.0),
+                       seed=seed * 1000 + member)
+    return {"train": drawn["train"], "val": drawn["val"], "test": split["test"]}
+
+
 def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: Path | None,
-             device: torch.device = torch.device("cpu")) -> RunData:
-    """A new run's data, split, normalisation and model shape, checked; or those a resumed run saved."""
+             device: torch.device = torch.device("cpu"), member: int = 0) -> RunData:
+    """A new run's data, split (member `member`'s, under --rotate-val), normalisation and model shape, checked; or
+    those a resumed run saved."""
     if resume:
         return saved_run_data(resume, mel_root)
     mel_config = read_mel_config(mel_root)
     all_clips = MelClips(mel_root)
-    split = choose_split(config, all_clips, Path(config.root) if config.root else DEMO_ROOT)
+    data_root = Path(config.root) if config.root else DEMO_ROOT
+    split = choose_split(config, all_clips, data_root)
+    # Statistics and segment length of the shared split, so that every member of an ensemble sees inputs alike.
     standardize = mel_stats(MelClips(mel_root, split["train"]))
+    frames = segment_frames(config.segment_seconds, mel_config, MelClips(mel_root, split["train"]))
+    if config.rotate_val:
+        split = rotated_split(split, all_clips, clip_groups(config, data_root), member, config.split_seed)
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes))
+    if not source:
+        side = config.patch or patch_side(mel_config.n_mels)
+        overrides.update(patch_size=(side, side), patch_stride=(side, side))
     model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
                     else vit_config(config.model, **overrides))
-    frames = segment_frames(config.segment_seconds, mel_config, MelClips(mel_root, split["train"]))
     if frames < model_config.patch_size[1]:
         raise ConfigError(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
                           f"patch ({model_config.patch_size[1]} frames)")
@@ -133,6 +161,12 @@ def check_memory(model_config: ViTConfig, frames: int, config: TrainConfig, fram
                       f"crops of {frames} frames would hold about {needed / 1e9:.1f} GB, more than the "
                       f"{free / 1e9:.1f} GB free on {device.type}: use at most --segment-seconds "
                       f"{fits / frames_per_second:.0f}, or a smaller --batch-size")
+
+
+def patch_side(n_mels: int) -> int:
+    """16 x 16 patches, as in AST, where the mel has 128 bands or more (8 rows of patches); 8 x 8 for the 64 bands
+    of short clips, so that a one-second word is 8 x 12 patches rather than 4 x 6."""
+    return 16 if n_mels >= 128 else 8
 
 
 def segment_frames(segment_seconds: float | None, mel_config: MelConfig, train_clips: MelClips) -> int:
@@ -192,7 +226,7 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     source = load_checkpoint(Path(config.init_from)) if config.init_from else None
     if ctx.is_main:  # rank 0 alone writes files; the others wait for its results
         mel_root = prepare_data(config, MelConfig(**source["mel_config"]) if source else None)
-        data = run_data(config, mel_root, source, resume, device)
+        data = run_data(config, mel_root, source, resume, device, member)
         run_dir = resume or make_run_dir(config.out)
         if not resume:
             write_run_files(run_dir, config, data)
