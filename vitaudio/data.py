@@ -103,7 +103,8 @@ class SpecAugment:
 
 
 class CropWithContext:
-    """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames), standardised, shifted along the mel axis
+    """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames) (a clip no longer than that: rolled in time
+    by up to a quarter of it, as a one-second word is), standardised, shifted along the mel axis
     by up to `band_shift` x M bands and stretched in time by a factor in [1 / (1 + time_stretch), 1 + time_stretch]
     (pitch and tempo, as seen in a mel image), then masked by SpecAugment; the context (2M,): band stats of a
     random stretch of the standardised clip, from `frames` frames to all)."""
@@ -119,7 +120,10 @@ class CropWithContext:
         length = int(torch.randint(self.frames, n_frames + 1, ()))
         start = int(torch.randint(0, n_frames - length + 1, ()))
         context = band_stats(mel[None, ..., start:start + length])[0]  # (1, 1, M, length) -> (2M,)
-        return self.mask(self.shift(self.stretched_crop(mel))), context
+        crop = self.stretched_crop(mel)
+        if n_frames <= self.frames:  # a clip no longer than a segment: no random crop moves it, so roll it instead
+            crop = crop.roll(int(torch.randint(-(self.frames // 4), self.frames // 4 + 1, ())), dims=-1)
+        return self.mask(self.shift(crop)), context
 
     def stretched_crop(self, mel: torch.Tensor) -> torch.Tensor:
         """(1, M, T) -> (1, M, frames): a random window of frames x factor frames, resampled to `frames`."""
