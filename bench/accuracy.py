@@ -560,6 +560,8 @@ def main() -> None:
                              "then named by them (e.g. --recipe ema_epochs=5 members=3)")
     parser.add_argument("--redo", action="store_true", help="run again the runs that OUT/results.jsonl holds")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the tables of OUT/results.jsonl")
+    parser.add_argument("--only", nargs="+", metavar="FOLD", help="train on these folds only (e.g. fold1), so that "
+                                                                   "several processes can share the folds")
     args = parser.parse_args()
     if args.folds == 1 or args.folds == 2:
         parser.error("--folds needs K >= 3 (test, val and train folds)")
@@ -584,7 +586,7 @@ def main() -> None:
     check_same_data(results_path, bench.data)
     done = {(r.contender, r.split, r.seed) for r in read_results(results_path)} if not args.redo else set()
     # contenders innermost: an interrupted benchmark still has every contender on the same folds
-    for task in [] if args.table_only else tasks:
+    for task in [] if args.table_only else [t for t in tasks if not args.only or t.name in args.only]:
         for seed in args.seeds:
             for contender in contenders:
                 if (recipe_name(recipe) if contender == "vitaudio" else contender, task.name, seed) in done:

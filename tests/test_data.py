@@ -143,3 +143,14 @@ def test_time_stretch_resamples_crops_of_other_lengths_to_the_segment():
         assert crop.shape == (1, 8, 100)
         slopes.append(float(crop[0, 0, -1] - crop[0, 0, 0]) / 99)  # frames of the clip per frame of the crop
     assert 1 / 1.25 - 0.02 <= min(slopes) < 0.9 and 1.1 < max(slopes) <= 1.25 + 0.02
+
+
+def test_clips_no_longer_than_a_segment_are_rolled_in_time_and_longer_ones_only_cropped():
+    word = torch.full((1, 8, 40), -80.0)
+    word[..., 20] = 0.0  # one loud frame in the middle of a one-segment clip
+    transform = without_masks(CropWithContext(40, Standardize(0.0, 1.0)))
+    positions = {int(transform(word)[0][0, 0].argmax()) for _ in range(400)}
+    assert positions == set(range(10, 31))  # rolled by up to a quarter of the segment either way
+    song = torch.arange(400.0).expand(1, 8, 400)
+    crop = transform(song)[0][0, 0]
+    assert torch.equal(crop, crop[0] + torch.arange(40.0))  # a crop of a longer clip is contiguous, not rolled

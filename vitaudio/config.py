@@ -35,7 +35,6 @@ class TrainConfig:
     time_stretch: float = 0.0  # stretch training crops in time by a factor in [1 / (1 + x), 1 + x] (tempo)
     ema_epochs: float = 0.0  # score and keep a moving average of the weights over ~this many epochs; 0 = off
     distill: float = 0.0  # members after the first also learn the soft predictions of the ones before (weight)
-    patch: int | None = None  # patch side (mel bands and frames); None: 16, or 8 for fewer than 128 bands
     rotate_val: bool = False  # members after the first validate on other train + val clips: the ensemble sees all
     grad_clip: float = 1.0  # max gradient norm
     device: str = "auto"  # auto | cpu | cuda

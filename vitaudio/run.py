@@ -118,9 +118,6 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
     if config.rotate_val:
         split = rotated_split(split, all_clips, clip_groups(config, data_root), member, config.split_seed)
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes))
-    if not source:
-        side = config.patch or patch_side(mel_config.n_mels)
-        overrides.update(patch_size=(side, side), patch_stride=(side, side))
     model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
                     else vit_config(config.model, **overrides))
     if frames < model_config.patch_size[1]:
@@ -161,12 +158,6 @@ def check_memory(model_config: ViTConfig, frames: int, config: TrainConfig, fram
                       f"crops of {frames} frames would hold about {needed / 1e9:.1f} GB, more than the "
                       f"{free / 1e9:.1f} GB free on {device.type}: use at most --segment-seconds "
                       f"{fits / frames_per_second:.0f}, or a smaller --batch-size")
-
-
-def patch_side(n_mels: int) -> int:
-    """16 x 16 patches, as in AST, where the mel has 128 bands or more (8 rows of patches); 8 x 8 for the 64 bands
-    of short clips, so that a one-second word is 8 x 12 patches rather than 4 x 6."""
-    return 16 if n_mels >= 128 else 8
 
 
 def segment_frames(segment_seconds: float | None, mel_config: MelConfig, train_clips: MelClips) -> int:
