@@ -39,7 +39,7 @@ def train_ensemble(config: TrainConfig, resume: Path | None, device: torch.devic
         barrier(ctx)
         if ctx.is_main:
             per_member = (time.time() - start) / trained_here if trained_here else None
-            estimate = (f"; {trained_here} took {per_member / 60:.1f} min each, so ~"
+            estimate = (f"; {per_member / 60:.1f} min a member so far, so ~"
                         f"{per_member * (config.members - member) / 60:.0f} min to go" if per_member else "")
             print(f"member {member + 1} of {config.members} (seed {member_config.seed}) in {member_dir}{estimate}")
         teacher = members_model(run_dir, member) if config.distill and member else None
