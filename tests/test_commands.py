@@ -13,7 +13,7 @@ from vitaudio.errors import ConfigError, RunDirError, VitaudioError
 from vitaudio.evaluate import new_eval_dir
 from vitaudio.features import MelConfig
 from vitaudio.melify import LayoutError, cached_melify
-from vitaudio.predict import collect_files
+from vitaudio.predict import collect_files, within_limit
 
 COMMAND_MODULES = {"demo": demo, "melify": melify, "train": train, "evaluate": evaluate, "predict": predict}
 
@@ -132,3 +132,11 @@ def test_predict_lists_a_file_once_when_named_directly_and_inside_a_named_folder
     write_tone(tmp_path / "songs/b.wav")
     files, errors = collect_files([clip, tmp_path / "songs", tmp_path / "songs/../songs/a.wav"])
     assert files == [clip, tmp_path / "songs/b.wav"] and not errors
+
+
+def test_predict_skips_a_file_longer_than_max_seconds_before_decoding_it(tmp_path):
+    long_clip = write_tone(tmp_path / "long.wav", seconds=3.0)
+    short_clip = write_tone(tmp_path / "short.wav", seconds=1.0)
+    kept, errors = within_limit([long_clip, short_clip], max_seconds=2.0)
+    assert kept == [short_clip] and errors == [{"path": str(long_clip), "error": errors[0]["error"]}]
+    assert "lasts 3 s, more than --max-seconds 2" in errors[0]["error"]

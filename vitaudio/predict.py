@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .audio import AudioDecodeError, find_audio_files
+from .audio import AudioDecodeError, audio_info, find_audio_files
 from .cli_help import DefaultsHelpFormatter
 from .errors import VitaudioError
 from .inference import AudioClassifier, InputError
@@ -38,6 +38,20 @@ def collect_files(paths: list[Path]) -> tuple[list[Path], list[dict]]:
     for path in files:
         unique.setdefault(path.resolve(), path)
     return list(unique.values()), errors
+
+
+def within_limit(files: list[Path], max_seconds: float) -> tuple[list[Path], list[dict]]:
+    """Files whose header says they last at most `max_seconds`, and error records for the others (checked before
+    anything is decoded, so a file of hours never fills the memory)."""
+    kept, errors = [], []
+    for path in files:
+        info = audio_info(path)
+        if info and info[1] > max_seconds:
+            errors.append({"path": str(path), "error": f"lasts {info[1]:.0f} s, more than --max-seconds "
+                                                      f"{max_seconds:g} (about 1 MB of memory per second)"})
+        else:
+            kept.append(path)
+    return kept, errors
 
 
 def classify(classifier: AudioClassifier, files: list[Path], top_k: int, batch_size: int | None = None,
@@ -86,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
     parser.add_argument("--batch-size", type=int, default=32, help="segments per forward pass")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if any")
+    parser.add_argument("--max-seconds", type=float, default=3600.0,
+                        help="longer files are skipped: scoring holds about 1 MB of memory per second of audio")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be >= 1, got {args.top_k}")
@@ -95,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predict: error: {err}", file=sys.stderr)
         return 2
     files, missing = collect_files(args.paths)
+    files, too_long = within_limit(files, args.max_seconds)
+    missing += too_long
     for record in missing:
         print(f"predict: skipped {record['path']}: {record['error']}", file=sys.stderr)
     records = missing + classify(classifier, files, args.top_k)
