@@ -101,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
     parser.add_argument("--epochs", type=int, help=f"total epochs (default: {defaults.epochs}; a resumed run's own)")
     helps = {"batch_size": "clips per training batch (per process)", "lr": "AdamW peak learning rate",
              "segment_seconds": "training crop and evaluation segment length (default: 3 s, or the median clip "
-                                "length where clips are shorter)", "mixup": "mixup alpha (0 = off)",
+                                "length where clips are shorter); refused when a training step would not fit in "
+                                "the free memory", "mixup": "mixup alpha (0 = off)",
              "patience": "early stopping: epochs without a lower val loss", "seed": "training seed (member k: +k)",
              "split_seed": "seed of the grouped 80/10/10 split", "members": "models trained and averaged",
              "distill": "weight of the earlier members' soft predictions in each later member's loss (0 = off)"}
