@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -64,7 +63,7 @@ from vitaudio.data import (  # noqa: E402
     train_transform,
 )
 from vitaudio.engine import HIGHEST_VAL_ACCURACY, LoopConfig, Schedule, evaluate, fit  # noqa: E402
-from vitaudio.files import atomic_path, write_text_atomic  # noqa: E402
+from vitaudio.files import atomic_path, data_fingerprint, write_text_atomic  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
 from vitaudio.report import classification_report  # noqa: E402
 from vitaudio.run import loop_config, make_optimizer, segment_frames  # noqa: E402
@@ -140,18 +139,6 @@ def result_of(contender: str, task: Task, seed: int, report: dict, start: tuple[
 def predictions(bench: Bench, keys: list[str], clip_logits: torch.Tensor) -> dict[str, str]:
     """Clip keys and their clip logits (n_clips, n_classes), in the same order -> clip key -> predicted class."""
     return {key: bench.classes[i] for key, i in zip(keys, clip_logits.argmax(dim=1).tolist())}
-
-
-def data_fingerprint(root: Path, audio_paths: list[str]) -> str:
-    """12 hex digits of a SHA-1 over the audio files (root-relative paths, in order, and their bytes): two builds
-    of a data set share it only when every file is identical."""
-    digest = hashlib.sha1()
-    for relative in sorted(audio_paths):
-        digest.update(relative.encode() + b"\0")
-        with open(root / relative, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()[:12]
 
 
 def make_tasks(bench: Bench, split_seed: int, folds: int, split_file: Path | None) -> list[Task]:
@@ -319,8 +306,9 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
     """The CNN on our exact pipeline: train.py's augmentation, standardisation, optimiser, schedule, mixup, loop."""
     recipe, start = TrainConfig(), (time.time(), budget_clock())
     seed_everything(seed)
-    frames = segment_frames(None, read_mel_config(bench.mel_root), MelClips(bench.mel_root, task.split["train"]))
-    rule, standardize = SegmentRule(frames, frames), mel_stats(MelClips(bench.mel_root, task.split["train"]))
+    train_clips = MelClips(bench.mel_root, task.split["train"])
+    frames = segment_frames(None, read_mel_config(bench.mel_root), train_clips)
+    rule, standardize = SegmentRule(frames, frames), mel_stats(train_clips)
     train_set = MelClips(bench.mel_root, task.split["train"], transform=train_transform(frames, standardize),
                          in_memory=True)
     loaders = {"train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,

@@ -44,13 +44,14 @@ def find_audio_files(folder: Path) -> list[Path]:
                   if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def audio_info(path: Path) -> tuple[int, float] | None:
-    """(sample rate, seconds) of an audio file from its header, without decoding it; None when unreadable."""
+def audio_info(source: Path | bytes) -> tuple[int, float] | None:
+    """(sample rate, seconds) of an audio file, or of a file's bytes, from its header, without decoding it; None
+    when libsndfile cannot tell."""
     try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError):
+        info = sf.info(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
         return None
-    return info.samplerate, info.duration
+    return (info.samplerate, info.duration) if info.samplerate > 0 and info.frames >= 0 else None
 
 
 def load_audio(source: str | Path | bytes | BinaryIO, sample_rate: int) -> np.ndarray:

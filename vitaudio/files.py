@@ -1,6 +1,8 @@
-"""Writing files so that a crash, a kill or a full disk never leaves half of one behind."""
+"""Writing files so that a crash, a kill or a full disk never leaves half of one behind; the fingerprint of a set of
+files."""
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,3 +27,15 @@ def write_text_atomic(path: Path, text: str) -> None:
     """`Path.write_text`, atomically."""
     with atomic_path(path) as tmp_path:
         tmp_path.write_text(text)
+
+
+def data_fingerprint(root: Path, audio_paths: list[str]) -> str:
+    """12 hex digits of a SHA-1 over the audio files (root-relative paths, in order, and their bytes): two builds
+    of a data set share it only when every file is identical."""
+    digest = hashlib.sha1()
+    for relative in sorted(audio_paths):
+        digest.update(relative.encode() + b"\0")
+        with open(root / relative, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]

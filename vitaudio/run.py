@@ -113,8 +113,9 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
     data_root = Path(config.root) if config.root else DEMO_ROOT
     split = choose_split(config, all_clips, data_root)
     # Statistics and segment length of the shared split, so that every member of an ensemble sees inputs alike.
-    standardize = mel_stats(MelClips(mel_root, split["train"]))
-    frames = segment_frames(config.segment_seconds, mel_config, MelClips(mel_root, split["train"]))
+    train_clips = MelClips(mel_root, split["train"])
+    standardize = mel_stats(train_clips)
+    frames = segment_frames(config.segment_seconds, mel_config, train_clips)
     if config.rotate_val:
         split = rotated_split(split, all_clips, clip_groups(config, data_root), member, config.split_seed)
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib.resources
-import io
 import json
 import logging
 import math
@@ -43,9 +42,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-import soundfile as sf
 
-from .audio import AudioDecodeError, load_audio
+from .audio import AudioDecodeError, audio_info, load_audio
 from .cli_help import DefaultsHelpFormatter
 from .errors import VitaudioError
 from .inference import AudioClassifier, InputError, pipeline
@@ -169,7 +167,8 @@ class DemoServer(ThreadingHTTPServer):
         """The bytes of an audio file -> the API's JSON answer; UploadError for what cannot be classified."""
         if not body:
             raise UploadError(HTTPStatus.BAD_REQUEST, "empty upload: send the bytes of an audio file as the body")
-        self._check_duration(_header_seconds(body))  # before decoding: a 50 MB MP3 decodes to hours of samples
+        info = audio_info(body)  # before decoding: a 50 MB MP3 decodes to hours of samples
+        self._check_duration(info and info[1])
         return self._scorer.submit(self._score, body, top_k).result()
 
     def _score(self, body: bytes, top_k: int) -> dict:
@@ -463,15 +462,6 @@ def _upload(body: bytes, content_type: str) -> bytes:
     if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
         return multipart_file(body, content_type)
     return body
-
-
-def _header_seconds(body: bytes) -> float | None:
-    """The duration an audio file's header states, without decoding it; None when libsndfile cannot tell."""
-    try:
-        info = sf.info(io.BytesIO(body))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        return None
-    return info.duration if info.samplerate > 0 and info.frames >= 0 else None
 
 
 def _host_name(host: str) -> str:

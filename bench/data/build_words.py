@@ -32,14 +32,14 @@ noise); `text` is what espeak-ng was given (`[[...]]` is its phoneme input), `sp
 Every file is written atomically; finished voices are recorded in OUT/.build_words.jsonl, so a rerun renders only
 the voices an interrupted run had not finished, or whose clips are missing. Each take is drawn from its own seed,
 so the same seed gives the same files with the same espeak-ng version; other versions need not: compare results
-on one build (the fingerprint printed at the end is bench/accuracy.py's).
+on one build (the fingerprint printed at the end, `vitaudio.files.data_fingerprint`, is the one bench/accuracy.py
+stamps on its results).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -60,7 +60,7 @@ import numpy as np
 import soundfile as sf
 
 from vitaudio.audio import resample
-from vitaudio.files import atomic_path
+from vitaudio.files import atomic_path, data_fingerprint
 
 log = logging.getLogger("build_words")
 
@@ -471,15 +471,6 @@ def build_words(out: Path, *, voices: int = 60, takes: int = 2, seed: int = 0, h
         log.warning("%s holds %d wav files not in metadata.csv (e.g. %s), from a build with other options: "
                     "remove them before training", out, len(stray), stray[0])
     return rows
-
-
-def data_fingerprint(out: Path, clips: list[str]) -> str:
-    """bench/accuracy.py's fingerprint of the clips, from bench/accuracy.py itself, so that the two agree."""
-    accuracy_py = Path(__file__).resolve().parents[1] / "accuracy.py"
-    spec = importlib.util.spec_from_file_location("bench_accuracy", accuracy_py)
-    accuracy = sys.modules["bench_accuracy"] = importlib.util.module_from_spec(spec)  # a script, not a package
-    spec.loader.exec_module(accuracy)
-    return accuracy.data_fingerprint(out, clips)
 
 
 def summarize(rows: list[dict]) -> str:
