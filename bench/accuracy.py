@@ -11,7 +11,8 @@ written once to OUT/split*.json; every contender and seed reads that file. Conte
   vitaudio   `python train.py --root ROOT --split-file F --seed S`, untouched (so 2 members, seeds S and S + 1),
              its epochs capped by the budget, which covers all members
   classical  mean/std over time of 20 MFCCs and 128 log-mels + standardised logistic regression, C chosen on val
-  cnn        4 conv3x3-BN-ReLU-maxpool blocks (32-256 channels), trained and scored exactly as our ViT is
+  cnn        vitaudio.model.ConvNet (the `--teacher cnn` teacher): 4 conv3x3-BN-ReLU-maxpool blocks (32-256
+             channels), trained and scored exactly as our ViT is
   blog       CPU stand-in for the GTZAN ViT blog: matplotlib mel images 224x224 (not 480), ViT-Tiny width (not
              Base), Adam 1e-3, ReduceLROnPlateau on val accuracy; one image per clip
   blog480    the blog's own recipe: the same at 480x480 with ViT-Base width, fp32; a GPU's work (6 s an epoch of 472
@@ -65,6 +66,7 @@ from vitaudio.data import (  # noqa: E402
 from vitaudio.engine import HIGHEST_VAL_ACCURACY, LoopConfig, Schedule, evaluate, fit  # noqa: E402
 from vitaudio.files import atomic_path, data_fingerprint, write_text_atomic  # noqa: E402
 from vitaudio.melify import cached_melify  # noqa: E402
+from vitaudio.model import ConvNet  # noqa: E402
 from vitaudio.report import classification_report  # noqa: E402
 from vitaudio.run import loop_config, make_optimizer, segment_frames  # noqa: E402
 from vitaudio.rundir import member_dirs, seed_everything  # noqa: E402
@@ -198,9 +200,10 @@ class MemberBudget:
         return now - self.member_start + epoch_cost > self.member_share
 
 
-def member_epochs(run_dir: Path, members: int) -> list[int]:
+def member_epochs(run_dir: Path, config: TrainConfig) -> list[int]:
     """Epochs each member of the run in `run_dir` has trained."""
-    return [len((d / "metrics.jsonl").read_text().splitlines()) for d in member_dirs(run_dir, members)]
+    return [len((d / "metrics.jsonl").read_text().splitlines())
+            for d in member_dirs(run_dir, config.members, teacher=config.cnn_teacher)]
 
 
 def run_vitaudio(bench: Bench, task: Task, seed: int, recipe: dict | None = None) -> RunResult:
@@ -212,11 +215,11 @@ def run_vitaudio(bench: Bench, task: Task, seed: int, recipe: dict | None = None
     config = TrainConfig(root=str(bench.root), split_file=str(task.split_file), seed=seed, out=str(run_dir),
                          **(recipe or {}))
     start = (time.time(), budget_clock())
-    train(config, stop=MemberBudget(bench.budget_s, config.members))
+    train(config, stop=MemberBudget(bench.budget_s, config.models_trained))
     report = json.loads((run_dir / "test_report.json").read_text())
     with open(run_dir / "test_predictions.csv", newline="") as file:
         predicted = {clip_key(row["clip"]): row["predicted"] for row in csv.DictReader(file)}
-    return result_of(name, task, seed, report, start, max(member_epochs(run_dir, config.members)), predicted)
+    return result_of(name, task, seed, report, start, max(member_epochs(run_dir, config)), predicted)
 
 
 def recipe_name(recipe: dict | None) -> str:
@@ -273,24 +276,6 @@ def run_classical(bench: Bench, task: Task, seed: int) -> RunResult:
                      predictions(bench, task.split["test"], clip_logits))
 
 
-class SmallCNN(nn.Module):
-    """(B, 1, M, T) -> (B, n_classes): conv3x3-BN-ReLU-maxpool blocks, global average pool, dropout, linear."""
-
-    def __init__(self, *, n_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
-        super().__init__()
-        blocks, in_channels = [], 1
-        for out_channels in channels:
-            blocks += [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            in_channels = out_channels
-        self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, n_classes))
-
-    def forward(self, mel: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """The clip context that vitaudio's loops pass along is not used: the CNN sees the segment alone."""
-        return self.head(self.features(mel).mean(dim=(2, 3)))  # (B, C, M / 16, T / 16) -> (B, C) -> (B, n_classes)
-
-
 class WithoutContext(nn.Module):
     """An image model called as vitaudio's loops call a ViT, (input, context) -> logits; the context is ignored."""
 
@@ -316,7 +301,7 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
     for name in ("val", "test"):
         clips = MelClips(bench.mel_root, task.split[name], in_memory=True)
         loaders[name] = segment_loader(clips, rule, standardize, batch_size=recipe.eval_batch_size)
-    model = SmallCNN(n_classes=len(bench.classes)).to(bench.device)
+    model = ConvNet(n_classes=len(bench.classes)).to(bench.device)
     optimizer, schedule = make_optimizer(model, recipe, steps_per_epoch=len(loaders["train"]))
     return fit_and_test("cnn", bench, task, seed, model, loaders, optimizer, schedule, loop_config(recipe), start)
 

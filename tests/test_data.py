@@ -154,3 +154,21 @@ def test_clips_no_longer_than_a_segment_are_rolled_in_time_and_longer_ones_only_
     song = torch.arange(400.0).expand(1, 8, 400)
     crop = transform(song)[0][0, 0]
     assert torch.equal(crop, crop[0] + torch.arange(40.0))  # a crop of a longer clip is contiguous, not rolled
+
+
+def test_gain_raises_or_lowers_a_whole_training_clip_and_its_context_alike():
+    mel_db = torch.linspace(-60, -10, 8 * 30).view(1, 8, 30)
+    plain = CropWithContext(40, Standardize(mean=-30.0, std=10.0))
+    louder = CropWithContext(40, Standardize(mean=-30.0, std=10.0), gain_db=12.0)
+    plain.mask = louder.mask = lambda mel: mel  # no SpecAugment, so that only the level differs
+    offsets = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        crop, context = plain(mel_db)
+        torch.manual_seed(seed)  # the same crop and roll: the gain is drawn after them
+        gained_crop, gained_context = louder(mel_db)
+        offset = float((gained_crop - crop).mean())
+        torch.testing.assert_close(gained_crop, crop + offset)  # one offset for the whole crop...
+        torch.testing.assert_close(gained_context, context + torch.tensor([offset] * 8 + [0.0] * 8))  # its means
+        offsets.append(offset)
+    assert max(map(abs, offsets)) <= 1.2 and max(offsets) - min(offsets) > 1.0  # up to 12 dB / std 10, varied

@@ -7,7 +7,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vitaudio.data import collate_segments
-from vitaudio.engine import HIGHEST_VAL_ACCURACY, LOWEST_VAL_LOSS, LoopConfig, Schedule, fit, warmup_then_plateau
+from vitaudio.engine import (
+    HIGHEST_VAL_ACCURACY,
+    LOWEST_VAL_LOSS,
+    LoopConfig,
+    Schedule,
+    fit,
+    train_one_epoch,
+    warmup_then_plateau,
+)
 from vitaudio.rundir import read_metrics
 
 
@@ -168,3 +176,54 @@ def test_the_time_left_is_to_early_stopping_unless_val_improves_and_never_past_t
     assert time_left(30, 25, loop, 6.0) == "  ends by epoch 45 (~1:30) unless val improves"
     assert time_left(90, 85, loop, 6.0) == "  ends by epoch 100 (~1:00)"
     assert time_left(100, 100, loop, 6.0) == ""
+
+
+def test_unlabelled_samples_learn_from_the_teacher_alone():
+    from vitaudio.data import NO_LABEL
+    from vitaudio.engine import labels_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])
+    labelled_only = labels_loss(logits[:2], torch.tensor([0, 1]), 0.0)
+    torch.testing.assert_close(labels_loss(logits, torch.tensor([0, 1, NO_LABEL]), 0.0), labelled_only)
+    assert labels_loss(logits, torch.full((3,), NO_LABEL), 0.1) == 0  # a batch of unlabelled clips: no label loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+
+    class Model(torch.nn.Module):  # (mel, context) -> logits, as the loop calls models
+        def __init__(self, linear):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, mel, context):
+            return self.linear(mel.flatten(1))
+
+    mels = torch.randn(8, 1, 2, 2)
+    loader = [((mels, torch.zeros(8, 4)), torch.full((8,), NO_LABEL))]
+    stats = train_one_epoch(Model(student), loader, torch.optim.SGD(student.parameters(), lr=0.0),
+                            device=torch.device("cpu"), teacher=Model(teacher), distill=0.5, temperature=2.0,
+                            progress=False)
+    with torch.no_grad():
+        expected = 0.5 * 4 * torch.nn.functional.kl_div((student(mels.flatten(1)) / 2).log_softmax(1),
+                                                        (teacher(mels.flatten(1)) / 2).softmax(1),
+                                                        reduction="batchmean")
+    assert stats.loss == pytest.approx(float(expected), rel=1e-5) and stats.n_labelled == 0
+
+
+def test_cut_mix_pastes_one_span_of_the_partner_along_time_or_mel():
+    from vitaudio.engine import cut_mix
+
+    torch.manual_seed(0)
+    mel = torch.stack([torch.zeros(1, 8, 20), torch.ones(1, 8, 20)])  # (2, 1, 8, 20)
+    seen_axes = set()
+    for _ in range(20):
+        mixed = cut_mix(mel, torch.tensor([1, 0]), 0.75)
+        pasted = mixed[0, 0] == 1  # where sample 0 took sample 1's values
+        assert torch.equal(mixed[1], 1 - mixed[0]) and torch.equal(mel[0], torch.zeros(1, 8, 20))  # not in place
+        if pasted.all(dim=0).any():  # whole mel columns: a time span, a quarter of the time axis
+            assert pasted.sum() == 8 * 5
+            seen_axes.add("time")
+        else:  # whole time rows: a band of a quarter of the mels
+            assert pasted.all(dim=1).sum() == 2 and pasted.sum() == 2 * 20
+            seen_axes.add("mel")
+    assert seen_axes == {"time", "mel"}

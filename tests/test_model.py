@@ -329,3 +329,24 @@ def test_state_dict_round_trip_gives_identical_logits():
 def test_bad_config_values_raise(bad, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**bad)
+
+
+def test_patchout_drops_whole_rows_and_columns_of_the_grid_in_training_only():
+    from vitaudio.model import patchout
+
+    grid_index = torch.arange(4 * 6, dtype=torch.float32).view(1, 24, 1).expand(2, -1, 3)  # token i holds i
+    kept = patchout(grid_index, (4, 6), 0.5)  # (2, 2 * 3, 3)
+    values = kept[0, :, 0].long().view(2, 3)
+    rows, columns = values // 6, values % 6
+    assert kept.shape == (2, 6, 3) and torch.equal(kept[0], kept[1])  # the same tokens for the whole batch
+    assert (rows == rows[:, :1]).all() and (columns == columns[:1]).all()  # whole rows and columns survive
+    assert patchout(grid_index[:, :2], (1, 2), 0.9).shape == (2, 1, 3)  # at least one row and one column stay
+
+    model = ViT(tiny_config(patchout=0.5))
+    mel = torch.randn(2, 1, 32, 64)
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(model(mel), model(mel))  # no patchout when scoring
+        assert model._embed(mel, None).shape[1] == 4 * 8  # no prefix tokens in this config
+        model.train()
+        assert model._embed(mel, None).shape[1] == 2 * 4

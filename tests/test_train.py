@@ -213,3 +213,57 @@ def test_with_rotate_val_later_members_validate_on_other_clips_of_the_same_pool(
     assert sorted(first["train"] + first["val"]) == sorted(second["train"] + second["val"])
     headers = [load_checkpoint(run_dir / f"member{k}/best.pt")["normalization"] for k in (0, 1)]
     assert headers[0] == headers[1]  # one standardisation for the whole ensemble
+
+
+def test_teacher_cnn_trains_a_cnn_first_and_every_member_learns_from_it(tmp_path, monkeypatch):
+    from vitaudio import ensemble
+    from vitaudio.model import ConvNet
+
+    teachers, real_train_model = [], ensemble.train_model
+
+    def spy(config, *args, teacher=None, architecture="vit", **kwargs):
+        teachers.append((architecture, teacher))
+        return real_train_model(config, *args, teacher=teacher, architecture=architecture, **kwargs)
+
+    monkeypatch.setattr(ensemble, "train_model", spy)
+    root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
+    run_dir = train(TrainConfig(root=str(root), epochs=1, members=1, distill=0.5, teacher="cnn",
+                                out=str(tmp_path / "run")))
+    assert [arch for arch, _ in teachers] == ["cnn", "vit"] and teachers[0][1] is None
+    assert isinstance(teachers[1][1], ConvNet)
+    cnn = load_checkpoint(run_dir / "teacher/best.pt")
+    assert cnn["architecture"] == "cnn" and isinstance(model_from_checkpoint(cnn), ConvNet)
+    assert (run_dir / "member0/best.pt").exists() and (run_dir / "teacher/test_report.json").exists()
+    shipped = load_checkpoint(run_dir / "best.pt")
+    assert "architecture" not in shipped and isinstance(model_from_checkpoint(shipped), ViT)  # the ViT ships
+    clf = pipeline(run_dir / "best.pt", device="cpu")
+    assert clf(str(next(root.rglob("*.wav"))))[0]["label"] in shipped["classes"]
+
+
+def test_unlabelled_clips_are_learnt_from_the_teacher_and_copies_of_held_out_clips_are_refused(tmp_path, capsys):
+    root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
+    pool = write_separable_set(tmp_path / "more", per_class=3, seconds=1.0, sample_rate=16000)
+    flat = tmp_path / "pool"  # no class folders: unlabelled audio in any layout
+    for i, wav in enumerate(sorted(pool.rglob("*.wav"))):
+        (flat / f"deep{i % 2}").mkdir(parents=True, exist_ok=True)
+        wav.rename(flat / f"deep{i % 2}" / f"clip{i}.wav")
+    config = TrainConfig(root=str(root), epochs=1, members=2, distill=0.5, unlabelled=str(flat),
+                         out=str(tmp_path / "run"))
+    run_dir = train(config)
+    split = json.loads((run_dir / "split.json").read_text())
+    out = capsys.readouterr().out
+    assert f"clips train {len(split['train'])} + 9 unlabelled" in out  # member 1
+    assert out.count("unlabelled,") == 1  # member 0 has no teacher, so nothing to learn unlabelled clips from
+    held_out = split["test"][0]  # the same audio under another name, in the pool
+    (flat / "copy_of_a_test_clip.wav").write_bytes((root / held_out).read_bytes())
+    train(TrainConfig(**{**config.__dict__, "out": str(tmp_path / "run2"), "split_file": str(run_dir / "split.json")}))
+    out = capsys.readouterr().out
+    assert "refused 1 of the 10 clips" in out and "+ 9 unlabelled" in out
+
+
+def test_unlabelled_without_a_teacher_is_refused_before_anything_is_written(tmp_path):
+    from vitaudio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--distill"):
+        train(TrainConfig(root=str(tmp_path), unlabelled=str(tmp_path), out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()

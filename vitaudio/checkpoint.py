@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)`
 reads it: `model` (state dict), `model_config`, `mel_config`, `classes`, `normalization` {mean, std},
-`segment` {frames, hop_frames}, `members` (the ensemble's size; absent = 1, a single ViT), plus training state
+`segment` {frames, hop_frames}, `members` (the ensemble's size; absent = 1, a single ViT), `architecture`
+("cnn" for a `--teacher cnn` run's teacher; absent = ViT), plus training state
 (`epoch`, `optimizer`, `scheduler`, `train_config`, ...). `checkpoint_header` builds all but the weights and the
 training state: the one place that says what a checkpoint holds.
 """
@@ -18,11 +19,11 @@ from .data import SegmentRule, Standardize
 from .errors import VitaudioError
 from .features import MelConfig
 from .files import atomic_path
-from .model import ViT, ViTConfig, ViTEnsemble, build_model
+from .model import ConvNet, ViT, ViTConfig, ViTEnsemble, build_model
 
 FORMAT = "vitaudio-checkpoint-1"
 REQUIRED_KEYS = ("model", "model_config", "mel_config", "classes", "normalization", "segment")
-HEADER_KEYS = (*REQUIRED_KEYS[1:], "members", "train_config")  # what checkpoint_header writes
+HEADER_KEYS = (*REQUIRED_KEYS[1:], "members", "train_config", "architecture")  # what checkpoint_header writes
 
 
 class CheckpointError(VitaudioError, ValueError):
@@ -30,7 +31,8 @@ class CheckpointError(VitaudioError, ValueError):
 
 
 def checkpoint_header(model_config: ViTConfig, mel_config: MelConfig, classes: list[str], normalization: Standardize,
-                      segment: SegmentRule, *, train_config: dict | None = None, members: int = 1) -> dict:
+                      segment: SegmentRule, *, train_config: dict | None = None, members: int = 1,
+                      architecture: str = "vit") -> dict:
     """How to rebuild the model and feed it: a checkpoint without its weights and training state."""
     header = {"model_config": asdict(model_config), "mel_config": mel_config.to_dict(), "classes": list(classes),
               "normalization": asdict(normalization), "segment": segment.to_dict()}
@@ -38,6 +40,8 @@ def checkpoint_header(model_config: ViTConfig, mel_config: MelConfig, classes: l
         header["train_config"] = train_config
     if members > 1:
         header["members"] = members
+    if architecture != "vit":
+        header["architecture"] = architecture
     return header
 
 
@@ -74,9 +78,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict) -> ViT | ViTEnsemble:
-    """The checkpoint's model with its weights: one ViT, or an ensemble of "members" ViTs."""
-    model = build_model(ViTConfig(**checkpoint["model_config"]), int(checkpoint.get("members", 1)))
+def model_from_checkpoint(checkpoint: dict) -> ViT | ViTEnsemble | ConvNet:
+    """The checkpoint's model with its weights: one ViT, an ensemble of "members" ViTs, or a teacher CNN."""
+    if checkpoint.get("architecture") == "cnn":
+        model = ConvNet(n_classes=len(checkpoint["classes"]))
+    else:
+        model = build_model(ViTConfig(**checkpoint["model_config"]), int(checkpoint.get("members", 1)))
     model.load_state_dict(checkpoint["model"])
     return model
 

@@ -13,6 +13,8 @@ from .errors import ConfigError
 from .model import PRESETS
 from .rundir import has_resume_state, read_saved_config
 
+TEACHERS = ("members", "cnn")  # what --distill learns from
+
 
 @dataclass
 class TrainConfig:
@@ -33,8 +35,14 @@ class TrainConfig:
     mixup: float = 0.3  # Beta(alpha, alpha) mixup of training batches; 0 = off
     band_shift: float = 0.0  # shift training crops up or down the mel axis by up to this share of the bands (pitch)
     time_stretch: float = 0.0  # stretch training crops in time by a factor in [1 / (1 + x), 1 + x] (tempo)
+    gain_db: float = 0.0  # raise or lower each training clip's level by up to this many dB
+    cutmix: bool = False  # mix batches by pasting a time span or mel band of the partner instead of blending
+    patchout: float = 0.0  # drop this share of the patch grid's time columns and mel rows in training (PaSST)
     ema_epochs: float = 0.0  # score and keep a moving average of the weights over ~this many epochs; 0 = off
-    distill: float = 0.0  # members after the first also learn the soft predictions of the ones before (weight)
+    distill: float = 0.0  # weight of the teacher's soft predictions in the members' loss; 0 = no teacher
+    teacher: str = "members"  # with distill: "members" = each member learns from the ones before it, "cnn" = all
+    # members learn from a small CNN (model.ConvNet) trained first, in the run's teacher/ folder
+    unlabelled: str | None = None  # audio without labels (any layout) that members with a teacher also learn from
     rotate_val: bool = False  # members after the first validate on other train + val clips: the ensemble sees all
     grad_clip: float = 1.0  # max gradient norm
     device: str = "auto"  # auto | cpu | cuda
@@ -57,15 +65,32 @@ class TrainConfig:
             if not value > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be greater than 0")
         for name in ("mixup", "weight_decay", "label_smoothing", "warmup_epochs", "band_shift", "time_stretch",
-                     "ema_epochs", "distill"):
+                     "ema_epochs", "distill", "gain_db"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must not be negative")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers {self.workers}: must not be negative")
+        if not 0 <= self.patchout < 1:
+            raise ConfigError(f"--patchout {self.patchout}: a share in [0, 1)")
         if self.distill > 1:
             raise ConfigError(f"--distill {self.distill}: a weight in [0, 1]")
+        if self.teacher not in TEACHERS:
+            raise ConfigError(f"--teacher {self.teacher}: choose from {', '.join(TEACHERS)}")
+        if self.unlabelled and not self.distill:
+            raise ConfigError(f"--unlabelled {self.unlabelled}: unlabelled clips are learnt from a teacher's "
+                              f"predictions; add --distill W (e.g. 0.5)")
         if self.model not in PRESETS:
             raise ConfigError(f"--model {self.model}: not a preset (choose from {', '.join(sorted(PRESETS))})")
+
+    @property
+    def cnn_teacher(self) -> bool:
+        """Whether the run trains a CNN first for its members to learn from."""
+        return self.distill > 0 and self.teacher == "cnn"
+
+    @property
+    def models_trained(self) -> int:
+        """Models the run trains one after another: its members, and a CNN teacher first where there is one."""
+        return self.members + self.cnn_teacher
 
     def loader_workers(self, device: torch.device) -> int:
         """--workers as given; by default none on the CPU (the clips are decoded once, in RAM), up to 8 for CUDA."""
@@ -105,11 +130,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
                                 "the free memory", "mixup": "mixup alpha (0 = off)",
              "patience": "early stopping: epochs without a lower val loss", "seed": "training seed (member k: +k)",
              "split_seed": "seed of the grouped 80/10/10 split", "members": "models trained and averaged",
-             "distill": "weight of the earlier members' soft predictions in each later member's loss (0 = off)"}
+             "distill": "weight of the teacher's soft predictions in the members' loss (0 = no teacher)"}
     for name, help_text in helps.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float if name == "segment_seconds" else
                             type(getattr(defaults, name)),
                             default=getattr(defaults, name), help=help_text)
+    parser.add_argument("--teacher", choices=TEACHERS, default=defaults.teacher,
+                        help="with --distill: members = each member learns from the ones before it; cnn = a small "
+                             "CNN is trained first and every member learns from it")
+    parser.add_argument("--unlabelled", help="folder of unlabelled audio of the same kind (any layout): members "
+                                             "with a teacher (--distill) learn its predictions on these clips too; "
+                                             "clips identical to validation or test clips are refused")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device, help="auto: CUDA if any")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed precision (default: on for CUDA)")

@@ -9,6 +9,7 @@ a random stretch of it (at least one segment long) for training, so that the mod
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -23,6 +24,8 @@ from torchvision.datasets import DatasetFolder
 from .features import MelConfig, band_stats, png_to_db, read_mel_png, read_png16
 from .melify import MANIFEST, LayoutError
 from .splits import clip_key
+
+NO_LABEL = -1  # the label of an unlabelled clip: only a teacher's predictions teach from it
 
 
 @dataclass(frozen=True)
@@ -104,14 +107,16 @@ class SpecAugment:
 
 class CropWithContext:
     """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames) (a clip no longer than that: rolled in time
-    by up to a quarter of it, as a one-second word is), standardised, shifted along the mel axis
+    by up to a quarter of it, as a one-second word is), raised or lowered by up to `gain_db` dB, standardised,
+    shifted along the mel axis
     by up to `band_shift` x M bands and stretched in time by a factor in [1 / (1 + time_stretch), 1 + time_stretch]
     (pitch and tempo, as seen in a mel image), then masked by SpecAugment; the context (2M,): band stats of a
     random stretch of the standardised clip, from `frames` frames to all)."""
 
-    def __init__(self, frames: int, standardize: Standardize, *, band_shift: float = 0.0, time_stretch: float = 0.0):
+    def __init__(self, frames: int, standardize: Standardize, *, band_shift: float = 0.0, time_stretch: float = 0.0,
+                 gain_db: float = 0.0):
         self.frames, self.standardize = frames, standardize
-        self.band_shift, self.time_stretch = band_shift, time_stretch
+        self.band_shift, self.time_stretch, self.gain_db = band_shift, time_stretch, gain_db
         self.mask = SpecAugment()
 
     def __call__(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +128,10 @@ class CropWithContext:
         crop = self.stretched_crop(mel)
         if n_frames <= self.frames:  # a clip no longer than a segment: no random crop moves it, so roll it instead
             crop = crop.roll(int(torch.randint(-(self.frames // 4), self.frames // 4 + 1, ())), dims=-1)
+        if self.gain_db:  # a level change is one offset in dB: of the crop, and of its context's band means
+            offset = float(torch.empty(()).uniform_(-self.gain_db, self.gain_db)) / self.standardize.std
+            n_mels = mel.shape[-2]
+            crop, context = crop + offset, context + torch.cat([torch.full((n_mels,), offset), torch.zeros(n_mels)])
         return self.mask(self.shift(crop)), context
 
     def stretched_crop(self, mel: torch.Tensor) -> torch.Tensor:
@@ -152,10 +161,10 @@ class CropWithContext:
 
 
 def train_transform(frames: int, standardize: Standardize, *, band_shift: float = 0.0,
-                    time_stretch: float = 0.0) -> CropWithContext:
-    """The training augmentation: dB mel (1, M, T) -> (random crop (1, M, frames), standardised, shifted,
-    stretched, masked; context)."""
-    return CropWithContext(frames, standardize, band_shift=band_shift, time_stretch=time_stretch)
+                    time_stretch: float = 0.0, gain_db: float = 0.0) -> CropWithContext:
+    """The training augmentation: dB mel (1, M, T) -> (random crop (1, M, frames), its level changed by up to
+    `gain_db`, standardised, shifted, stretched, masked; context)."""
+    return CropWithContext(frames, standardize, band_shift=band_shift, time_stretch=time_stretch, gain_db=gain_db)
 
 
 def clip_context(mel: torch.Tensor, rule: SegmentRule) -> torch.Tensor:
@@ -215,6 +224,26 @@ class MelClips(DatasetFolder):
     def keys(self) -> list[str]:
         """Clip key (`<class>/<stem>`) of every item, in item order."""
         return [clip_key(Path(path).relative_to(self.root_path).as_posix()) for path, _ in self.samples]
+
+
+class WithoutLabels(torch.utils.data.Dataset):
+    """Unlabelled clips for distillation: item i -> (the clips' item i, NO_LABEL), whatever folder it is in."""
+
+    def __init__(self, clips: MelClips):
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        return self.clips[index][0], NO_LABEL
+
+
+def mel_digest(path: Path) -> str:
+    """A hash of a melify PNG's values: the same for the same audio converted with the same parameters, whatever
+    the file's name, folder or container."""
+    image = read_png16(Path(path))
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
 
 
 class Segmented(torch.utils.data.Dataset):

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .data import NO_LABEL
 from .distributed import DistContext, all_reduce_sum
 from .errors import RunDirError
 from .rundir import append_metrics, rewind_metrics, rng_state, set_rng_state
@@ -29,8 +31,9 @@ RESUME_KEYS = ("model", "epoch", "optimizer", "scheduler", "rng", "best_epoch", 
 @dataclass
 class TrainStats:
     loss_sum: float  # summed over samples, so that ranks can add theirs up
-    n_correct: int
+    n_correct: int  # of the labelled samples
     n_seen: int
+    n_labelled: int  # samples with a label (unlabelled clips have none)
 
     @property
     def loss(self) -> float:
@@ -38,7 +41,7 @@ class TrainStats:
 
     @property
     def accuracy(self) -> float:
-        return self.n_correct / max(self.n_seen, 1)
+        return self.n_correct / max(self.n_labelled, 1)
 
 
 def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, *, device: torch.device,
@@ -46,13 +49,17 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                     scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
                     mixup_alpha: float = 0.0, grad_clip: float | None = 1.0, epoch: int = 0,
                     averaged: AveragedModel | None = None, teacher: torch.nn.Module | None = None,
-                    distill: float = 0.0, temperature: float = 1.0, progress: bool = True) -> TrainStats:
+                    distill: float = 0.0, temperature: float = 1.0, cutmix: bool = False,
+                    progress: bool = True) -> TrainStats:
     """One pass over `loader` of ((mel (B, 1, M, L), context (B, 2M)), labels (B,)) batches. `warmup` is stepped
     and `averaged` (the weights' moving average) updated after every batch. Mixup mixes the contexts with the same
-    weight as the mels. With a `teacher`, the loss is (1 - distill) x the labels' loss + distill x the KL
-    divergence from the teacher's softened predictions on the same (mixed) inputs (Hinton et al., 2015)."""
+    weight as the mels; with `cutmix`, the mels are mixed instead by pasting a time span or a mel band (one at
+    random per batch) of the partner's, (1 - mix) of the axis, onto each (CutMix, Yun et al., 2019, along one
+    axis as in EfficientAT). With a `teacher`, the loss is (1 - distill) x the labels' loss + distill x the KL
+    divergence from the teacher's softened predictions on the same (mixed) inputs (Hinton et al., 2015). Samples
+    labelled `data.NO_LABEL` (unlabelled clips) count in the teacher's term alone."""
     model.train()
-    total_loss, total_correct, total_seen = 0.0, 0, 0
+    total_loss, total_correct, total_seen, total_labelled = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
     for step, ((mel, context), labels) in enumerate(bar):
         mel, context = mel.to(device, non_blocking=True), context.to(device, non_blocking=True)
@@ -61,12 +68,12 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         if mixup_alpha > 0:
             mix = float(torch.distributions.Beta(mixup_alpha, mixup_alpha).sample())
             order = torch.randperm(len(labels), device=device)
-            mel, partner = mix * mel + (1 - mix) * mel[order], labels[order]
+            mel, partner = (cut_mix(mel, order, mix) if cutmix else mix * mel + (1 - mix) * mel[order]), labels[order]
             context = mix * context + (1 - mix) * context[order]
         with autocast(device, amp):
             logits = model(mel, context)  # (B, n_classes)
-            loss = (mix * F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-                    + (1 - mix) * F.cross_entropy(logits, partner, label_smoothing=label_smoothing))
+            loss = mix * labels_loss(logits, labels, label_smoothing) + (1 - mix) * labels_loss(
+                logits, partner, label_smoothing)
             if teacher is not None:
                 with torch.no_grad():
                     targets = (teacher(mel, context).float() / temperature).softmax(dim=1)  # (B, n_classes)
@@ -94,10 +101,30 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
             averaged.update_parameters(getattr(model, "module", model))  # DDP wraps the model
         total_loss += loss.item() * len(labels)
         major = labels if mix >= 0.5 else partner  # under mixup, accuracy is counted against the larger share
-        total_correct += int((logits.argmax(dim=1) == major).sum())
+        total_correct += int((logits.argmax(dim=1) == major).sum())  # NO_LABEL is never an argmax
         total_seen += len(labels)
+        total_labelled += int((major != NO_LABEL).sum())
         bar.set_postfix(loss=f"{total_loss / total_seen:.3f}")
-    return TrainStats(loss_sum=total_loss, n_correct=total_correct, n_seen=total_seen)
+    return TrainStats(loss_sum=total_loss, n_correct=total_correct, n_seen=total_seen, n_labelled=total_labelled)
+
+
+def cut_mix(mel: Tensor, order: Tensor, mix: float) -> Tensor:
+    """(B, 1, M, L) -> the same, with a random span of (1 - mix) of the time or the mel axis (the same span for
+    the whole batch) taken from mel[order]."""
+    axis = -1 if torch.rand(()) < 0.5 else -2
+    size = mel.shape[axis]
+    span = round((1 - mix) * size)
+    start = int(torch.randint(0, size - span + 1, ()))
+    mixed = mel.clone()
+    mixed.narrow(axis, start, span).copy_(mel[order].narrow(axis, start, span))
+    return mixed
+
+
+def labels_loss(logits: Tensor, labels: Tensor, label_smoothing: float) -> Tensor:
+    """Cross-entropy (B, n_classes), (B,) -> (), the mean over the labelled samples (0 when none is)."""
+    labelled = labels != NO_LABEL
+    summed = F.cross_entropy(logits, labels, ignore_index=NO_LABEL, label_smoothing=label_smoothing, reduction="sum")
+    return summed / labelled.sum().clamp(min=1)
 
 
 @dataclass
@@ -186,6 +213,7 @@ class LoopConfig:
     ema_epochs: float = 0.0  # score and keep an exponential moving average of the weights over ~this many epochs
     distill: float = 0.0  # weight of the teacher's soft targets in the loss, when `fit` is given a teacher
     temperature: float = 2.0  # softening of teacher and student predictions for distillation
+    cutmix: bool = False  # mix batches by pasting a time span or mel band instead of blending (train_one_epoch)
 
 
 @dataclass
@@ -240,9 +268,10 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
                                 amp=loop.amp, scaler=scaler, label_smoothing=loop.label_smoothing,
                                 mixup_alpha=loop.mixup, grad_clip=loop.grad_clip, epoch=epoch, averaged=averaged,
                                 teacher=teacher if loop.distill else None, distill=loop.distill,
-                                temperature=loop.temperature,
+                                temperature=loop.temperature, cutmix=loop.cutmix,
                                 progress=log and dist.is_main)
-        loss_sum, n_correct, n_seen = all_reduce_sum([stats.loss_sum, stats.n_correct, stats.n_seen], dist)
+        loss_sum, n_correct, n_seen, n_labelled = all_reduce_sum(
+            [stats.loss_sum, stats.n_correct, stats.n_seen, stats.n_labelled], dist)
         val = evaluate(scored, val_loader, device=device, amp=loop.amp)  # every rank: same weights, same result
         if epoch > schedule.warmup_epochs:
             schedule.plateau.step(loop.criterion.watched(val))
@@ -251,7 +280,7 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
         if improved:
             best_score, best_epoch = score, epoch
             best_weights = None if run_dir else copy.deepcopy(scored.state_dict())
-        record = {"epoch": epoch, "train_loss": loss_sum / n_seen, "train_acc": n_correct / n_seen,
+        record = {"epoch": epoch, "train_loss": loss_sum / n_seen, "train_acc": n_correct / max(n_labelled, 1),
                   "val_loss": val.loss, "val_acc": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": time.time() - start}
         if run_dir is not None and dist.is_main:

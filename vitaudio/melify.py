@@ -8,6 +8,10 @@ Re-runs skip images that are already up to date; a DST made with other mel param
 `--overwrite`. Every image is written atomically, so an interrupted run leaves no truncated file and the next run
 completes it. Bad files are reported and skipped; a DST that cannot be written (a file, read-only, a full disk)
 raises LayoutError naming the path and the fix.
+
+Unlabelled audio (`train.py --unlabelled DIR`) has no class folders: every audio file anywhere under DIR becomes
+`DST/unlabelled/<its path under DIR>.png` (`melify(..., labelled=False)`), one pool that `data.MelClips` reads as
+one folder.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
 # A worker process takes ~3 s to start (it imports torch and librosa), while this process converts ~60 clips/s
 # with torch's own threads: measured on 2 cores (bench/melify_bench.py), a pool pays off from ~500 clips on.
 CLIPS_PER_WORKER_MIN = 250
+UNLABELLED = "unlabelled"  # the one folder of an unlabelled pool's images
 
 
 class LayoutError(VitaudioError, ValueError):
@@ -189,15 +194,18 @@ def mel_config_of_audio(src: Path, n_probe: int = 256) -> MelConfig:
 
 
 def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: int | None = None,
-           overwrite: bool = False, progress: bool = True) -> MelifyReport:
+           overwrite: bool = False, progress: bool = True, labelled: bool = True) -> MelifyReport:
     """Convert every audio file under SRC's class folders into DST/<class>/.../<stem>.png, with `config` or
     by default the parameters `mel_config_of_audio` derives from SRC; see the module doc.
 
     The classes are the subfolders of `find_class_root(SRC)`: SRC itself, or the folder reached by stepping down
     through wrapper folders that hold one subfolder and no audio (as unpacked archives often have them), rather
-    than one class named after the outermost wrapper."""
+    than one class named after the outermost wrapper. `labelled=False`: SRC is an unlabelled pool, every audio
+    file under it goes to DST/unlabelled/ (see the module doc)."""
     src, dst = Path(src), Path(dst)
-    class_root = find_class_root(src)
+    if not labelled and not src.is_dir():
+        raise LayoutError(f"{src} is not a folder of unlabelled audio")
+    class_root = find_class_root(src) if labelled else src
     if class_root != src:
         print(f"melify: the class folders are in {class_root}", file=sys.stderr)
     config = config or mel_config_of_audio(class_root)
@@ -216,13 +224,16 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
         raise _unwritable(Path(err.filename or dst), err) from None
 
     records, tasks, outputs_seen = [], [], {}
-    for class_dir in _subfolders(class_root):
-        sources = find_audio_files(class_dir)
+    # (folder of audio, the folder its images go to under DST): a class folder each, or the whole pool
+    folders = [(d, Path(d.name)) for d in _subfolders(class_root)] if labelled else [(src, Path(UNLABELLED))]
+    for folder, out_folder in folders:
+        sources = find_audio_files(folder)
         if not sources:  # no class to learn: say so rather than train on one class fewer unawares
-            print(f"melify: class folder {class_dir} holds no audio: left out", file=sys.stderr)
+            print(f"melify: {'class folder' if labelled else 'unlabelled'} {folder} holds no audio: left out",
+                  file=sys.stderr)
         for source in sources:
             rel_source = source.relative_to(class_root)
-            rel_output = rel_source.with_suffix(".png")
+            rel_output = (out_folder / source.relative_to(folder)).with_suffix(".png")
             record = {"source": rel_source.as_posix(), "output": rel_output.as_posix(),
                       "duration": None, "status": None, "error": None}
             records.append(record)
@@ -252,7 +263,7 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
 
 
 def cached_melify(root: Path, config: MelConfig | None = None, workers: int | None = None, *,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, labelled: bool = True) -> Path:
     """Melify output for `root`: root itself when it is melify output (made with `config`, when given); else a
     melify output of `root` with the same parameters next to it (`melify root root.mel`, say), completed now;
     else its cache `ROOT.mel-<hash of config>` next to it, made now. No `config`: `mel_config_of_audio(root)`."""
@@ -265,12 +276,12 @@ def cached_melify(root: Path, config: MelConfig | None = None, workers: int | No
         return root
     config = config or mel_config_of_audio(root)
     mel_root = root.parent / f"{root.name}.mel-{config.fingerprint()}"
-    if not mel_root.exists():
+    if not mel_root.exists() and labelled:
         earlier = earlier_outputs(root, config)
         if earlier:
             mel_root = earlier[0]
             print(f"melify: reusing {mel_root}, made from {root} with the same mel parameters", file=sys.stderr)
-    report = melify(root, mel_root, config, workers=workers, progress=progress)
+    report = melify(root, mel_root, config, workers=workers, progress=progress, labelled=labelled)
     print(f"melify {root} -> {mel_root}: {report.summary()}", file=sys.stderr)
     if not report.n_ok:
         raise LayoutError(f"no clip of {root} could be converted: see {mel_root / MANIFEST}")

@@ -40,6 +40,7 @@ class ViTConfig:
     pool: str = "mean"  # "cls": class token, "mean": average of all output tokens (with the context token if any)
     stem_channels: tuple[int, ...] = ()  # 3x3 stride-2 conv-BN-GELU layers before the patch projection; () = none
     clip_context: bool = False  # prepend a token made from the clip's per-band mean and std (band_stats)
+    patchout: float = 0.0  # in training, drop this share of the patch grid's time columns and frequency rows (PaSST)
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; an int means a square patch.
@@ -59,7 +60,7 @@ class ViTConfig:
         for axis, size, stride in zip(("freq", "time"), self.patch_size, self.patch_stride):
             if not 1 <= stride <= size:
                 raise ValueError(f"{axis} stride ({stride}) must be in [1, patch size {size}]; larger skips input.")
-        for name in ("dropout", "attn_dropout", "drop_path"):
+        for name in ("dropout", "attn_dropout", "drop_path", "patchout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         reduction = 2 ** len(self.stem_channels)
@@ -178,6 +179,18 @@ class PatchEmbedding(nn.Module):
         patches = self.proj(features)  # -> (B, D, F', T')
         grid = (patches.shape[2], patches.shape[3])
         return patches.flatten(2).transpose(1, 2), grid  # (B, D, F', T') -> (B, N, D)
+
+
+def patchout(tokens: Tensor, grid: tuple[int, int], share: float) -> Tensor:
+    """Structured patchout (Koutini et al., 2022, PaSST): patch tokens (B, F' * T', D), row-major over the grid,
+    -> (B, F'' * T'', D) without `share` of the frequency rows and of the time columns (at least one of each kept),
+    the same ones for the whole batch. Positions were added before, so each kept token still knows its place."""
+    n_freq, n_time = grid
+    B, _, D = tokens.shape
+    rows = torch.randperm(n_freq, device=tokens.device)[:max(1, n_freq - round(share * n_freq))].sort().values
+    columns = torch.randperm(n_time, device=tokens.device)[:max(1, n_time - round(share * n_time))].sort().values
+    kept = tokens.reshape(B, n_freq, n_time, D)[:, rows][:, :, columns]  # (B, F'', T'', D)
+    return kept.reshape(B, -1, D)
 
 
 class DropPath(nn.Module):
@@ -344,6 +357,8 @@ class ViT(nn.Module):
         """(B, 1, n_mels, T) -> patch tokens plus position, prefix tokens prepended if any: (B, P + N, D)."""
         tokens, grid = self.patch_embed(mel_db)
         tokens = tokens + sincos_pos_embed_2d(self.config.dim, grid, device=tokens.device, dtype=tokens.dtype)
+        if self.training and self.config.patchout:
+            tokens = patchout(tokens, grid, self.config.patchout)
         if self.context_proj is not None:
             context = band_stats(mel_db) if context is None else context  # (B, 2M)
             if context.shape != (mel_db.shape[0], 2 * self.config.n_mels):
@@ -422,6 +437,28 @@ class ViTEnsemble(nn.Module):
     @property
     def embed_dim(self) -> int:
         return self.config.dim * len(self.members)
+
+    num_params = ViT.num_params
+
+
+class ConvNet(nn.Module):
+    """A small CNN over the same inputs as a ViT, (B, 1, n_mels, T) -> (B, n_classes): conv3x3-BN-ReLU-maxpool
+    blocks at full resolution, global average pool, dropout, linear. It is what `--teacher cnn` trains first for
+    the ViTs to learn from (DeiT's convolutional teacher, Touvron et al., 2021): on one-second words it learns
+    what 16 x 16-frame tokens blur (bench/RESULTS.md). The clip context is accepted and not used."""
+
+    def __init__(self, *, n_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
+        super().__init__()
+        blocks, in_channels = [], 1
+        for out_channels in channels:
+            blocks += [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, n_classes))
+
+    def forward(self, mel_db: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.head(self.features(mel_db).mean(dim=(2, 3)))  # (B, C, M / 16, T / 16) -> (B, C) -> (B, n_classes)
 
     num_params = ViT.num_params
 

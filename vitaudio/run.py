@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
 from .checkpoint import checkpoint_header, load_checkpoint, load_initial_weights
 from .config import TrainConfig
@@ -18,6 +18,8 @@ from .data import (
     MelClips,
     SegmentRule,
     Standardize,
+    WithoutLabels,
+    mel_digest,
     mel_stats,
     read_mel_config,
     segment_loader,
@@ -30,7 +32,7 @@ from .errors import ConfigError
 from .features import MelConfig
 from .files import write_text_atomic
 from .melify import cached_melify
-from .model import ViT, ViTConfig, ViTEnsemble, vit_config
+from .model import ConvNet, ViT, ViTConfig, ViTEnsemble, vit_config
 from .plots import plot_curves
 from .report import write_test_outputs
 from .rundir import make_run_dir, read_metrics, read_saved_config, seed_everything
@@ -118,7 +120,7 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
     frames = segment_frames(config.segment_seconds, mel_config, train_clips)
     if config.rotate_val:
         split = rotated_split(split, all_clips, clip_groups(config, data_root), member, config.split_seed)
-    overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes))
+    overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes), patchout=config.patchout)
     model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
                     else vit_config(config.model, **overrides))
     if frames < model_config.patch_size[1]:
@@ -204,15 +206,15 @@ def loop_config(config: TrainConfig, amp: bool = False) -> LoopConfig:
     """The loop of train.py's recipe: the best epoch has the lowest val clip loss."""
     return LoopConfig(epochs=config.epochs, patience=config.patience, criterion=LOWEST_VAL_LOSS,
                       label_smoothing=config.label_smoothing, mixup=config.mixup, grad_clip=config.grad_clip, amp=amp,
-                      ema_epochs=config.ema_epochs, distill=config.distill)
+                      ema_epochs=config.ema_epochs, distill=config.distill, cutmix=config.cutmix)
 
 
 def train_model(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
                 member: int = 0, stop: Callable[[int], bool] | None = None,
-                teacher: torch.nn.Module | None = None) -> Path:
+                teacher: torch.nn.Module | None = None, architecture: str = "vit") -> Path:
     """One model's run (or its continuation from `resume`), tested at the end; -> its run directory. `member`
     picks which member of an ensemble checkpoint --init-from starts it from; `stop` and `teacher` go to
-    `engine.fit`."""
+    `engine.fit`. `architecture` "cnn" trains a `ConvNet` (a teacher) on the same inputs instead of the ViT."""
     seed_everything(config.seed)
     amp, workers = config.amp_on(device), config.loader_workers(device)
     source = load_checkpoint(Path(config.init_from)) if config.init_from else None
@@ -227,9 +229,13 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     # Decoded clips stay in RAM when this process loads them; workers would each fill a copy, every epoch anew.
     pin, in_memory = device.type == "cuda", workers == 0
     frames = data.rule.frames
-    augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch)
-    train_set = MelClips(data.mel_root, data.split["train"],
-                         transform=train_transform(frames, data.standardize, **augment), in_memory=in_memory)
+    augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch, gain_db=config.gain_db)
+    transform = train_transform(frames, data.standardize, **augment)
+    train_set = MelClips(data.mel_root, data.split["train"], transform=transform, in_memory=in_memory)
+    n_unlabelled = 0
+    if teacher is not None and config.unlabelled:  # clips the teacher labels as it teaches
+        pool = unlabelled_clips(config, data, transform, in_memory)
+        train_set, n_unlabelled = ConcatDataset([train_set, WithoutLabels(pool)]), len(pool)
     sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
     # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
     # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
@@ -239,19 +245,22 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     val_loader = segment_loader(MelClips(data.mel_root, data.split["val"], in_memory=in_memory), data.rule,
                                 data.standardize, batch_size=config.eval_batch_size, workers=workers, pin_memory=pin)
 
-    model = ViT(data.model_config).to(device)
-    if source and not resume:
+    cnn = architecture == "cnn"
+    model = (ConvNet(n_classes=len(data.classes)) if cnn else ViT(data.model_config)).to(device)
+    if source and not resume and not cnn:
         load_initial_weights(model, source, config.init_from, data.classes, member)
         print(f"initialised from {config.init_from}" + ("" if source["classes"] == data.classes else
                                                         f" with a new head for {len(data.classes)} classes"))
     optimizer, schedule = make_optimizer(model, config, steps_per_epoch=len(train_loader))
     if ctx.is_main:
-        print(f"model {config.model}: {model.num_params() / 1e6:.2f} M parameters; {len(data.classes)} classes; "
-              f"clips train {len(data.split['train'])}, val {len(data.split['val'])}, test "
+        print(f"model {'cnn' if cnn else config.model}: {model.num_params() / 1e6:.2f} M parameters; "
+              f"{len(data.classes)} classes; "
+              f"clips train {len(data.split['train'])}"
+              f"{f' + {n_unlabelled} unlabelled' if n_unlabelled else ''}, val {len(data.split['val'])}, test "
               f"{len(data.split['test'])}; device {device}{' + AMP' if amp else ''}"
               f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}; run {run_dir}")
     header = checkpoint_header(data.model_config, data.mel_config, data.classes, data.standardize, data.rule,
-                               train_config=asdict(config))
+                               train_config=asdict(config), architecture=architecture)
     result = fit(model, train_loader, val_loader, optimizer, schedule, loop_config(config, amp), device=device,
                  run_dir=run_dir, header=header, resume=resume is not None, dist=ctx, stop=stop,
                  teacher=teacher and teacher.to(device))
@@ -261,8 +270,25 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     return run_dir
 
 
-def test_model(model: ViT | ViTEnsemble, run_dir: Path, data: RunData, config: TrainConfig, device: torch.device,
-               *, best_epoch: int | list[int]) -> dict:
+def unlabelled_clips(config: TrainConfig, data: RunData, transform, in_memory: bool) -> MelClips:
+    """The clips of --unlabelled, melified with the run's mel parameters, less those identical to a validation or
+    test clip (by `mel_digest`: the same audio, whatever its file is called): unlabelled copies of them would let
+    the teacher's view of the held-out clips into training."""
+    pool_root = cached_melify(Path(config.unlabelled), data.mel_config, config.workers, labelled=False)
+    pool = MelClips(pool_root)
+    held_out = {mel_digest(Path(path)) for path, _ in
+                MelClips(data.mel_root, data.split["val"] + data.split["test"]).samples}
+    kept = [key for key, (path, _) in zip(pool.keys, pool.samples) if mel_digest(Path(path)) not in held_out]
+    if len(kept) < len(pool):
+        print(f"unlabelled: refused {len(pool) - len(kept)} of the {len(pool)} clips of {config.unlabelled}: "
+              f"identical to validation or test clips")
+    if not kept:
+        raise ConfigError(f"--unlabelled {config.unlabelled}: no clip left to learn from")
+    return MelClips(pool_root, kept, transform=transform, in_memory=in_memory)
+
+
+def test_model(model: ViT | ViTEnsemble | ConvNet, run_dir: Path, data: RunData, config: TrainConfig,
+               device: torch.device, *, best_epoch: int | list[int]) -> dict:
     """Score the test split once with `model` (holding the weights of `best_epoch`, one per member of an ensemble)
     and write the test report, predictions and pictures into `run_dir`."""
     workers = config.loader_workers(device)

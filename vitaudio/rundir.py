@@ -33,9 +33,12 @@ def make_run_dir(out: str | Path | None) -> Path:
     return run_dir
 
 
-def member_dirs(run_dir: Path, members: int) -> list[Path]:
-    """Where each member's own run is: the run directory itself for one model, else member0/, member1/, ..."""
-    return [run_dir] if members == 1 else [run_dir / f"member{member}" for member in range(members)]
+def member_dirs(run_dir: Path, members: int, *, teacher: bool = False) -> list[Path]:
+    """Where each member's own run is: the run directory itself for one model alone, else member0/, member1/, ...
+    (also for one member with a `teacher`, trained in teacher/)."""
+    if members == 1 and not teacher:
+        return [run_dir]
+    return [run_dir / f"member{member}" for member in range(members)]
 
 
 def has_resume_state(run_dir: Path) -> bool:

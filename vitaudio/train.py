@@ -46,7 +46,7 @@ def train(config: TrainConfig, resume: Path | None = None, *, stop: Callable[[in
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     ctx = init_distributed(device)
     try:
-        run_dir = (train_model(config, resume, device, ctx, stop=stop) if config.members == 1
+        run_dir = (train_model(config, resume, device, ctx, stop=stop) if config.models_trained == 1
                    else train_ensemble(config, resume, device, ctx, stop=stop))
         if ctx.enabled:
             print(f"rank {ctx.rank}/{ctx.world_size} done", file=sys.stderr)
