@@ -13,6 +13,7 @@ _EXPORTS = {
     "melify": "melify",
     "make_demo_dataset": "demo",
     "ViT": "model", "ViTConfig": "model", "vit_config": "model",
+    "save_pretrained": "checkpoint",
     "pipeline": "inference", "AudioClassifier": "inference",
     "load_dataset": "explore", "load_run": "explore", "attention_rollout": "explain",
 }

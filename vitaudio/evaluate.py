@@ -26,7 +26,8 @@ from .splits import SPLITS, read_split_file
 def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path | None = None, split: str = "test",
                         out: Path | None = None, device: str = "auto", batch_size: int = 8,
                         workers: int | None = None) -> dict:
-    """Score `checkpoint_path` on the clips of `root` (or of one split of `split_file`); return the report."""
+    """Score `checkpoint_path` (a checkpoint file or a model directory) on the clips of `root` (or of one split of
+    `split_file`); return the report."""
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path)
     classes = checkpoint["classes"]
@@ -68,7 +69,8 @@ def new_eval_dir(parent: Path, root_name: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitaudio.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/x/best.pt, or a model "
+                                                      "folder of model.safetensors and config.json")
     parser.add_argument("root", type=Path, help="audio class folders or melify output")
     parser.add_argument("--split-file", type=Path, help="score only one split of this JSON/CSV split file")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split of --split-file")

@@ -1,4 +1,4 @@
-"""`python -m vitaudio.export CHECKPOINT --format onnx|torch-export --out FILE`: a model for other runtimes.
+"""`python -m vitaudio.export CHECKPOINT --format onnx|torch-export|safetensors --out PATH`: a model for other runtimes.
 
 The exported model maps log-mel dB segments `mel_db` (B, 1, n_mels, T) -> logits (B, n_classes), any batch size
 and any number of frames T (dynamic axes); the checkpoint's standardisation is applied inside it. A model with a
@@ -24,6 +24,11 @@ under `recipe`, the whole way from audio to a clip's scores, in numbers and in w
 `onnx` writes one self-contained ONNX file for onnxruntime and needs the export extra:
 `pip install "vitaudio[export]"` (in a clone of vitaudio: `pip install -e ".[export]"`).
 After writing, the file is loaded back and compared with the checkpoint's model on random input of two lengths.
+
+`safetensors` writes no graph but the weights, in the format model hubs share: `--out DIR` becomes a folder laid
+out like a Hugging Face model repository, DIR/model.safetensors (the state dict) and DIR/config.json (the
+checkpoint's header: model and mel config, classes, normalisation, segments), read with no pickle at all.
+`pipeline`, predict, evaluate, serve and `train.py --init-from` take such a folder in place of a checkpoint.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
+from .checkpoint import load_checkpoint, save_pretrained
 from .cli_help import DefaultsHelpFormatter
 from .data import SegmentRule, Standardize
 from .errors import VitaudioError
@@ -45,7 +51,7 @@ from .features import MelConfig, band_stats
 from .inference import AudioClassifier
 from .model import ViT
 
-FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
+FORMATS = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ""}  # the suffix of the default --out
 PARITY_TOLERANCE = 1e-4  # max |logit difference| between the exported and the checkpoint's model
 EXPORT_EXTRA_HINT = ('the onnx format needs the export extra: pip install "vitaudio[export]" '
                      '(in a clone of vitaudio: pip install -e ".[export]")')
@@ -175,14 +181,31 @@ def write_torch_export(program: torch.export.ExportedProgram, out: Path):
     return lambda *inputs: loaded(*map(torch.from_numpy, inputs)).detach().numpy()
 
 
+def export_safetensors(checkpoint: Path, out: Path) -> dict:
+    """Write the model directory `out` (model.safetensors + config.json) and read it back; return its summary
+    {"files", "classes", "n_tensors", "n_parameters", "identical"}: identical = every tensor read back equals the
+    checkpoint's, bit for bit."""
+    source = load_checkpoint(checkpoint)
+    save_pretrained(source, out)
+    written = load_checkpoint(out)
+    identical = (written["model"].keys() == source["model"].keys()
+                 and all(torch.equal(written["model"][name], tensor) for name, tensor in source["model"].items()))
+    return {"files": sorted(p.name for p in out.iterdir()), "classes": written["classes"],
+            "n_tensors": len(written["model"]), "n_parameters": sum(t.numel() for t in written["model"].values()),
+            "identical": identical}
+
+
 def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
-    """Write the exported model and its sidecar; return the sidecar (with the parity check's numbers).
+    """Write the exported model and its sidecar; return the sidecar (with the parity check's numbers). For
+    `safetensors`, write the model directory `out` and return `export_safetensors`'s summary instead.
 
     Raises CheckpointError for a file that is not a usable checkpoint, ExportError when the format cannot be
     written here (the onnx format without the export extra installed, a torch without torch.export.Dim.DYNAMIC).
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(sorted(FORMATS))}")
+    if fmt == "safetensors":
+        return export_safetensors(checkpoint, out)
     if fmt == "onnx":
         require_onnx()  # before the minutes of loading and tracing
     classifier = AudioClassifier.from_checkpoint(checkpoint, device="cpu")
@@ -239,12 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; every option's help ends with its default."""
     parser = argparse.ArgumentParser(prog="python -m vitaudio.export", description=__doc__.split("\n\n")[0],
                                      formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt")
+    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt, or a model "
+                                                      "folder of model.safetensors and config.json")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx",
                         help="onnx: one ONNX file for onnxruntime (needs the export extra); torch-export: a "
-                             "torch.export .pt2 program (default: onnx)")
+                             "torch.export .pt2 program; safetensors: a model folder of model.safetensors and "
+                             "config.json, as model hubs share them (default: onnx)")
     parser.add_argument("--out", type=Path, help="output file; its sidecar is written next to it as FILE.json "
-                                                 "(default: the checkpoint's path with .onnx or .pt2)")
+                                                 "(default: the checkpoint's path with .onnx or .pt2); for "
+                                                 "safetensors, the model folder (default: the checkpoint's path "
+                                                 "without its suffix)")
     return parser
 
 
@@ -252,10 +279,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or args.checkpoint.with_suffix(FORMATS[args.format])
     try:
-        sidecar = export(args.checkpoint, out, args.format)
+        written = export(args.checkpoint, out, args.format)
     except (VitaudioError, RuntimeError) as err:  # CheckpointError, ExportError, ...; torch's own RuntimeErrors
         print(f"export: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    if args.format == "safetensors":
+        print(f"wrote {out}/ ({', '.join(written['files'])}): {written['n_tensors']} tensors, "
+              f"{written['n_parameters'] / 1e6:.2f} M parameters, {len(written['classes'])} classes")
+        if not written["identical"]:
+            print("export: read-back check FAILED: the written weights differ from the checkpoint's", file=sys.stderr)
+            return 1
+        print("read-back check passed: every tensor equals the checkpoint's")
+        return 0
+    sidecar = written
     worst = max(check["max_abs_logit_diff"] for check in sidecar["parity"]["checks"])
     for check in sidecar["parity"]["checks"]:
         print(f"parity: input {tuple(check['shape'])}  max |Δlogit| {check['max_abs_logit_diff']:.2e}")

@@ -1,4 +1,5 @@
 """Score audio with a trained checkpoint: `pipeline("runs/x/best.pt")("song.wav")` -> [{"label", "score"}, ...].
+A model directory (model.safetensors + config.json, `vitaudio.save_pretrained`) serves in place of the checkpoint.
 
 Every clip takes the evaluation's path, reusing its functions: decode (`audio.load_audio`) -> log-mel dB of the
 whole clip (`features.log_mel`, the function melify made the training images with) -> standardise with the
@@ -64,7 +65,8 @@ class AudioClassifier:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32) -> AudioClassifier:
-        """Load a `train.py` checkpoint (never running pickled code); CheckpointError names the file otherwise."""
+        """Load a `train.py` checkpoint or a model directory (never running pickled code); CheckpointError names
+        the file otherwise."""
         path, device = Path(path), resolve_device(device)
         try:
             checkpoint = load_checkpoint(path)  # refuses foreign, truncated and code-carrying files
@@ -92,6 +94,12 @@ class AudioClassifier:
             reason = " ".join((str(err).strip() or repr(err)).split())[:300]  # load_state_dict's is many lines
             message = f"{path}: not a usable vitaudio checkpoint ({type(err).__name__}: {reason})"
             raise CheckpointError(message) from None
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, device: str = "auto", batch_size: int = 32) -> AudioClassifier:
+        """Load a model directory written by `vitaudio.save_pretrained` (model.safetensors + config.json); a
+        checkpoint file works too: both go through `checkpoint.load_checkpoint`."""
+        return cls.from_checkpoint(model_dir, device=device, batch_size=batch_size)
 
     @property
     def sample_rate(self) -> int:
@@ -275,7 +283,8 @@ class AudioClassifier:
 
 
 def pipeline(checkpoint: str | Path, device: str = "auto", batch_size: int = 32) -> AudioClassifier:
-    """`pipeline("runs/x/best.pt")` -> an AudioClassifier; device "auto" = cuda when present, else cpu."""
+    """`pipeline("runs/x/best.pt")` (or a model directory) -> an AudioClassifier; device "auto" = cuda when present,
+    else cpu."""
     return AudioClassifier.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
 
 

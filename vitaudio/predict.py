@@ -94,7 +94,8 @@ def write_csv(records: list[dict], out) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitaudio.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt")
+    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt, or a model "
+                                                      "folder of model.safetensors and config.json")
     parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="audio files or folders of them")
     parser.add_argument("--top-k", type=int, default=5, help="labels per file, capped at the classes")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")

@@ -493,7 +493,8 @@ def _megabytes(n_bytes: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitaudio.serve", description=__doc__.split("\n\n")[0],
                                      formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/x/best.pt")
+    parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/x/best.pt, or a model "
+                                                      "folder of model.safetensors and config.json")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind: 127.0.0.1 = this computer only; 0.0.0.0 = every interface")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 = any free port")
