@@ -322,3 +322,13 @@ def test_a_real_build_is_repeatable_with_each_word_inside_its_window(tmp_path):
         outside_power = np.mean(np.concatenate([audio[:start], audio[start + length:]]) ** 2)
         assert outside_power < 4 * noise_power  # nothing of the word outside its span: the noise alone
         assert (tmp_path / "two" / row["clip"]).read_bytes() == (tmp_path / "one" / row["clip"]).read_bytes()
+
+
+def test_exclude_voices_of_an_earlier_build_renders_the_next_other_voices(tmp_path, fake_espeak):
+    dev = build_words.build_words(tmp_path / "dev", voices=3, takes=1, seed=1)
+    dev_voices = build_words.voices_of(tmp_path / "dev")
+    assert dev_voices == {r["group"] for r in dev}
+    pool = build_words.build_words(tmp_path / "pool", voices=4, takes=1, seed=1, exclude_groups=dev_voices)
+    pool_voices = {r["group"] for r in pool}
+    assert len(pool_voices) == 4 and not pool_voices & dev_voices
+    assert pool_voices == {v.name for v in build_words.draw_voices(7, seed=1)} - dev_voices  # the next ones

@@ -4,6 +4,8 @@ each, grouped by voice.
     python bench/data/build_words.py --out data/words_dev                          # 60 voices x 10 words x 2 takes
     python bench/data/build_words.py --out data/words_tiny --voices 6 --takes 1
     python bench/data/build_words.py --out data/words_held_out --held-out          # the held-out voices instead
+    python bench/data/build_words.py --out data/words_unlabelled --voices 97 --takes 1 --seed 1 \
+        --exclude-voices-of data/words_dev      # other development voices: a pool for `train.py --unlabelled`
 
 Source, not written here: the speech synthesizer espeak-ng (Debian `espeak-ng`, GPL-3) with its built-in voices;
 its MBROLA voices (`mb/...`) are not used.
@@ -414,8 +416,10 @@ def write_metadata(out: Path, rows: list[dict]) -> None:
 
 
 def build_words(out: Path, *, voices: int = 60, takes: int = 2, seed: int = 0, held_out: bool = False,
-                workers: int = 1) -> list[dict]:
-    """Build (or finish building) the data set in OUT; return its metadata rows, sorted by clip.
+                workers: int = 1, exclude_groups: frozenset[str] = frozenset()) -> list[dict]:
+    """Build (or finish building) the data set in OUT; return its metadata rows, sorted by clip. Voices whose
+    group is in `exclude_groups` (those of another build) are passed over in the draw, so the first `voices`
+    others are rendered.
 
     Voices recorded as finished in OUT's journal, with all their clips on disk, are not rendered again.
     """
@@ -424,7 +428,8 @@ def build_words(out: Path, *, voices: int = 60, takes: int = 2, seed: int = 0, h
     pool = "test" if held_out else "train"
     out = Path(out)
     espeak_version, data_dir = espeak_info()
-    drawn = draw_voices(voices, seed, pool)
+    drawn = [voice for voice in draw_voices(voices + len(exclude_groups), seed, pool)
+             if voice.name not in exclude_groups][:voices]
     check_variants(drawn, data_dir)
     jobs = [VoiceJob(voice, takes, seed) for voice in drawn]
 
@@ -483,6 +488,15 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def voices_of(build: Path) -> frozenset[str]:
+    """The groups (voices) in the metadata.csv of the build in `build`."""
+    path = Path(build) / "metadata.csv"
+    if not path.is_file():
+        raise WordsBuildError(f"{path}: no such file; --exclude-voices-of takes the folder of an earlier build")
+    with open(path, newline="", encoding="utf-8") as file:
+        return frozenset(row["group"] for row in csv.DictReader(file))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python bench/data/build_words.py",
@@ -497,12 +511,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", action="store_true",
                         help="render held-out voices instead of development ones (into a folder of their own)")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+    parser.add_argument("--exclude-voices-of", type=Path, metavar="DIR",
+                        help="pass over the voices of this earlier build (its metadata.csv), e.g. to render other "
+                             "voices as unlabelled audio for the same task")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     started = time.perf_counter()
     try:
+        excluded = voices_of(args.exclude_voices_of) if args.exclude_voices_of else frozenset()
         rows = build_words(args.out, voices=args.voices, takes=args.takes, seed=args.seed,
-                           held_out=args.held_out, workers=args.workers)
+                           held_out=args.held_out, workers=args.workers, exclude_groups=excluded)
     except WordsBuildError as err:
         sys.exit(f"error: {err}")
     print(f"{args.out}: {len(rows)} clips of {WINDOW_S:g} s in {time.perf_counter() - started:.0f} s")
