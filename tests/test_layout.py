@@ -19,7 +19,7 @@ STAGES = [
     ["checkpoint"],
     ["report"],  # test reports and the files they are written to
     ["distributed"],
-    ["rundir"],  # run directory, RNG state, metrics.jsonl
+    ["rundir", "tensorboard_log"],  # run directory, RNG state, metrics.jsonl; the epochs as TensorBoard events
     ["engine"],  # the one training loop
     ["config"],  # TrainConfig and train.py's command line
     ["run"],  # one model's run

@@ -10,7 +10,7 @@ from conftest import SR, write_tone
 from PIL import Image
 
 from vitaudio.features import MelConfig, mel_config_for, read_mel_png
-from vitaudio.melify import LayoutError, find_class_root, melify
+from vitaudio.melify import MANIFEST, LayoutError, find_class_root, melify
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -142,3 +142,22 @@ def test_importing_melify_does_not_load_the_model():
     code = "import sys, vitaudio.melify; print('vitaudio.model' in sys.modules, 'torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_a_rerun_keeps_every_clip_in_the_manifest_while_it_converts_new_ones(tone_tree, tmp_path, monkeypatch):
+    import vitaudio.melify as melify_module
+
+    dst = tmp_path / "mels"
+    melify(tone_tree, dst, progress=False)
+    write_tone(tone_tree / "low" / "low.new.wav", 250.0)
+    seen_while_converting, real_run = [], melify_module._run
+
+    def run_and_look(tasks, workers):  # another process reading DST meanwhile (a training) sees this manifest
+        seen_while_converting.append({r["source"] for r in json.loads((dst / MANIFEST).read_text())["files"]})
+        return real_run(tasks, workers)
+
+    monkeypatch.setattr(melify_module, "_run", run_and_look)
+    melify(tone_tree, dst, progress=False)
+    assert seen_while_converting == [{"high/high.00000.wav", "high/high.00001.wav", "low/low.00000.wav",
+                                      "low/low.00001.wav"}]
+    assert len(json.loads((dst / MANIFEST).read_text())["files"]) == 5

@@ -12,8 +12,10 @@ from .cli_help import DefaultsHelpFormatter
 from .errors import ConfigError
 from .model import PRESETS
 from .rundir import has_resume_state, read_saved_config
+from .tensorboard_log import summary_writer_class
 
 TEACHERS = ("members", "cnn")  # what --distill learns from
+LOGS = ("none", "tensorboard")  # where each epoch's numbers also go, besides metrics.jsonl
 
 
 @dataclass
@@ -55,6 +57,7 @@ class TrainConfig:
     groups: str | None = None  # CSV clip,group; None = ROOT/metadata.csv when it has those columns
     init_from: str | None = None  # checkpoint to fine-tune from (head re-initialised when classes differ)
     members: int = 2  # models trained one after another, seeds seed, seed + 1, ...; they predict by their mean logits
+    log: str = "none"  # "tensorboard": each model's epochs also as TensorBoard event files in its run directory
 
     def check(self) -> None:
         """Raise ConfigError naming the first out-of-range option (before anything is written)."""
@@ -81,6 +84,10 @@ class TrainConfig:
                               f"predictions; add --distill W (e.g. 0.5)")
         if self.model not in PRESETS:
             raise ConfigError(f"--model {self.model}: not a preset (choose from {', '.join(sorted(PRESETS))})")
+        if self.log not in LOGS:
+            raise ConfigError(f"--log {self.log}: choose from {', '.join(LOGS)}")
+        if self.log == "tensorboard":
+            summary_writer_class()  # an optional extra: refused here when missing, before anything is written
 
     @property
     def cnn_teacher(self) -> bool:
@@ -151,6 +158,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
                                              "(default: a split made from --split-seed)")
     parser.add_argument("--groups", help="CSV clip,group for grouped splits (default: ROOT/metadata.csv)")
     parser.add_argument("--init-from", help="checkpoint to fine-tune from (default: random weights)")
+    parser.add_argument("--log", choices=LOGS, default=defaults.log,
+                        help="tensorboard: also write each epoch's losses, accuracies, learning rate and val "
+                             "confusion matrix as TensorBoard event files in each model's run directory (view "
+                             "with: tensorboard --logdir RUN_DIR)")
     parser.add_argument("--resume", type=Path, help="continue the interrupted run in this directory")
     args = vars(parser.parse_args(argv))
     resume = args.pop("resume")

@@ -236,7 +236,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
     `loop.patience` epochs without a better score, or when `stop(epoch)` (asked before each epoch) says so. A
     `teacher` (a trained model, kept in eval mode) adds distillation with weight `loop.distill`. With a
     `run_dir`, rank 0 appends each epoch's record to metrics.jsonl and writes best.pt and last.pt (`header` +
-    weights + the state `resume=True` continues from, exactly); `on_epoch` gets each record.
+    weights + the state `resume=True` continues from, exactly); `on_epoch` gets each record, with the val
+    clip logits (n_clips, n_classes) and labels (n_clips,) added as `val_clip_logits` and `val_labels`.
     """
     scaler = (torch.amp.GradScaler("cuda") if loop.amp and device.type == "cuda"
               and not torch.cuda.is_bf16_supported() else None)
@@ -291,8 +292,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
             print(epoch_line(record, loop.epochs, improved) + time_left(epoch, best_epoch, loop, seconds_per_epoch),
                   flush=True)
         last_epoch = epoch
-        if on_epoch is not None:
-            on_epoch(record)
+        if on_epoch is not None:  # with the val predictions behind the record's numbers (not in metrics.jsonl)
+            on_epoch({**record, "val_clip_logits": val.clip_logits, "val_labels": val.labels})
         if epoch - best_epoch >= loop.patience:
             if log and dist.is_main:
                 print(f"early stop: no better val {loop.criterion.metric} for {loop.patience} epochs")

@@ -217,7 +217,9 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
         dst.mkdir(parents=True, exist_ok=True)
         for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
             stale.unlink()
-        _write_manifest(dst, config, class_root, [])  # claims DST for these parameters before any image exists
+        # claims DST for these parameters before any image exists, keeping the records of the images already
+        # there: a training reading DST meanwhile (another process) still finds every clip's source
+        _write_manifest(dst, config, class_root, list(old_records.values()))
         if (src / "metadata.csv").is_file():  # clip groups travel with the images, for leak-free splits
             shutil.copyfile(src / "metadata.csv", dst / "metadata.csv")
     except OSError as err:

@@ -218,6 +218,13 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+def figure_rgb(fig: Figure, dpi: int = 80) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of `fig` as `figure_png` renders it (e.g. an image for TensorBoard)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(figure_png(fig, dpi))).convert("RGB"))
+
+
 def mel_band_frequencies(mel_config: MelConfig) -> np.ndarray:
     """(n_mels,) centre frequency in Hz of each mel band, as `features.mel_filterbank` places them."""
     import librosa

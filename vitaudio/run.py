@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .plots import plot_curves
 from .report import write_test_outputs
 from .rundir import make_run_dir, read_metrics, read_saved_config, seed_everything
 from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
+from .tensorboard_log import TensorBoardLog
 
 DEMO_ROOT = Path("data/demo")
 DEFAULT_SEGMENT_SECONDS = 3.0  # music: ~3 s of context per prediction, then a clip's segments are averaged
@@ -261,9 +263,11 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
               f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}; run {run_dir}")
     header = checkpoint_header(data.model_config, data.mel_config, data.classes, data.standardize, data.rule,
                                train_config=asdict(config), architecture=architecture)
-    result = fit(model, train_loader, val_loader, optimizer, schedule, loop_config(config, amp), device=device,
-                 run_dir=run_dir, header=header, resume=resume is not None, dist=ctx, stop=stop,
-                 teacher=teacher and teacher.to(device))
+    board = TensorBoardLog(run_dir, data.classes) if config.log == "tensorboard" and ctx.is_main else None
+    with board or nullcontext():  # the event file is closed also when training fails
+        result = fit(model, train_loader, val_loader, optimizer, schedule, loop_config(config, amp), device=device,
+                     run_dir=run_dir, header=header, resume=resume is not None, dist=ctx, stop=stop,
+                     on_epoch=board.log_epoch if board else None, teacher=teacher and teacher.to(device))
     if ctx.is_main:
         test_model(model, run_dir, data, config, device, best_epoch=result.best_epoch)
     barrier(ctx)
