@@ -183,7 +183,7 @@ def test_load_run_reads_every_run_file(tiny_run):
     assert len(run.predictions) == run.report["n_clips"] == 3
     assert all(len(p.top) == 3 for p in run.predictions)
     assert run.mel(run.predictions[0].clip).shape[0] == run.mel_config.n_mels
-    assert len(run.report_table()) == 5  # three classes, accuracy, macro F1
+    assert len(run.report_table()) == 6  # three classes, accuracy, macro F1, balanced accuracy
     wrong = run.misclassified()
     assert all(not p.correct for p in wrong)
     assert [p.top[0][1] for p in wrong] == sorted((p.top[0][1] for p in wrong), reverse=True)

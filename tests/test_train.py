@@ -267,3 +267,13 @@ def test_unlabelled_without_a_teacher_is_refused_before_anything_is_written(tmp_
     with pytest.raises(ConfigError, match="--distill"):
         train(TrainConfig(root=str(tmp_path), unlabelled=str(tmp_path), out=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
+
+
+def test_reports_give_balanced_accuracy_beside_accuracy_so_a_majority_guess_shows():
+    from vitaudio.report import classification_report
+
+    labels = torch.tensor([0] * 8 + [1] * 2)  # 8 clips of one class, 2 of the other; the model always says 0
+    report = classification_report(torch.tensor([[1.0, 0.0]] * 10), labels, ["common", "rare"])
+    assert report["accuracy"] == 0.8 and report["balanced_accuracy"] == 0.5  # the rare class is never found
+    three = classification_report(torch.eye(3)[[0, 0, 1]], torch.tensor([0, 1, 1]), ["a", "b", "c"])
+    assert three["balanced_accuracy"] == 0.75  # (1 + 1/2) / 2: class c has no clips, so it is left out

@@ -51,7 +51,8 @@ def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path |
     paths = source_paths(mel_root)
     report = write_test_outputs(out_dir, result.clip_logits, result.labels, [paths.get(k, k) for k in clips.keys],
                                 classes, checkpoint=str(checkpoint_path), root=str(root))
-    print(f"accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} clips; "
+    print(f"accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}, balanced accuracy "
+          f"{report['balanced_accuracy']:.3f}) on {report['n_clips']} clips; "
           f"reports in {out_dir}")
     return report
 

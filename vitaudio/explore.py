@@ -181,7 +181,8 @@ class Run:
         return sorted((p for p in self.predictions if not p.correct), key=lambda p: -p.top[0][1])
 
     def report_table(self) -> Table:
-        """Precision, recall, F1 and support per class, then accuracy and macro F1."""
+        """Precision, recall, F1 and support per class, then accuracy, macro F1 and balanced accuracy (runs
+        tested before it was reported have none)."""
         if self.report is None:
             raise FileNotFoundError(f"{self.path} has no test_report.json: the run has not been tested yet")
         per_class = self.report["per_class"]
@@ -189,6 +190,8 @@ class Run:
                 for c in self.classes]
         rows.append(["accuracy", "", "", self.report["accuracy"], self.report["n_clips"]])
         rows.append(["macro F1", "", "", self.report["macro_f1"], ""])
+        if "balanced_accuracy" in self.report:
+            rows.append(["balanced accuracy", "", "", self.report["balanced_accuracy"], ""])
         return Table(["class", "precision", "recall", "F1", "support"], rows)
 
     def confused_pairs(self, top: int = 5) -> Table:

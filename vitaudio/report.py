@@ -25,9 +25,10 @@ def classification_report(clip_logits: torch.Tensor, labels: torch.Tensor, class
     f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                         "support": int(matrix[i].sum())} for i, name in enumerate(classes)}
-    present = matrix.sum(dim=1) > 0  # macro F1 over the classes the split holds
+    present = matrix.sum(dim=1) > 0  # macro F1 and balanced accuracy over the classes the split holds
     return {"accuracy": float(true_positives.sum() / max(len(labels), 1)), "n_clips": len(labels),
             "classes": list(classes), "per_class": per_class, "macro_f1": float(f1[present].mean()),
+            "balanced_accuracy": float(recall[present].mean()),  # mean recall: what accuracy is on balanced classes
             "confusion_matrix": matrix.tolist()}
 
 

@@ -304,6 +304,7 @@ def test_model(model: ViT | ViTEnsemble | ConvNet, run_dir: Path, data: RunData,
                                 [paths.get(k, k) for k in loader.dataset.clips.keys], data.classes,
                                 best_epoch=best_epoch)
     plot_curves(read_metrics(run_dir), run_dir / "curves.png")
-    print(f"test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n_clips']} "
+    print(f"test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}, balanced accuracy "
+          f"{report['balanced_accuracy']:.3f}) on {report['n_clips']} "
           f"clips, best epoch {report['best_epoch']}; run saved in {run_dir}")
     return report
