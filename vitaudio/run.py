@@ -223,10 +223,12 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     if ctx.is_main:  # rank 0 alone writes files; the others wait for its results
         mel_root = prepare_data(config, MelConfig(**source["mel_config"]) if source else None)
         data = run_data(config, mel_root, source, resume, device, member)
+        # clips the teacher labels as it teaches: (their melify root, the keys kept)
+        pool = unlabelled_pool(config, data) if teacher is not None and config.unlabelled else None
         run_dir = resume or make_run_dir(config.out)
         if not resume:
             write_run_files(run_dir, config, data)
-    run_dir, data = broadcast((run_dir, data) if ctx.is_main else None, ctx)
+    run_dir, data, pool = broadcast((run_dir, data, pool) if ctx.is_main else None, ctx)
 
     # Decoded clips stay in RAM when this process loads them; workers would each fill a copy, every epoch anew.
     pin, in_memory = device.type == "cuda", workers == 0
@@ -235,9 +237,9 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     transform = train_transform(frames, data.standardize, **augment)
     train_set = MelClips(data.mel_root, data.split["train"], transform=transform, in_memory=in_memory)
     n_unlabelled = 0
-    if teacher is not None and config.unlabelled:  # clips the teacher labels as it teaches
-        pool = unlabelled_clips(config, data, transform, in_memory)
-        train_set, n_unlabelled = ConcatDataset([train_set, WithoutLabels(pool)]), len(pool)
+    if pool is not None:
+        unlabelled = MelClips(pool[0], pool[1], transform=transform, in_memory=in_memory)
+        train_set, n_unlabelled = ConcatDataset([train_set, WithoutLabels(unlabelled)]), len(unlabelled)
     sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
     # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
     # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
@@ -274,10 +276,10 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     return run_dir
 
 
-def unlabelled_clips(config: TrainConfig, data: RunData, transform, in_memory: bool) -> MelClips:
+def unlabelled_pool(config: TrainConfig, data: RunData) -> tuple[Path, list[str]]:
     """The clips of --unlabelled, melified with the run's mel parameters, less those identical to a validation or
     test clip (by `mel_digest`: the same audio, whatever its file is called): unlabelled copies of them would let
-    the teacher's view of the held-out clips into training."""
+    the teacher's view of the held-out clips into training. -> (the pool's melify root, the clip keys kept)."""
     pool_root = cached_melify(Path(config.unlabelled), data.mel_config, config.workers, labelled=False)
     pool = MelClips(pool_root)
     held_out = {mel_digest(Path(path)) for path, _ in
@@ -288,7 +290,7 @@ def unlabelled_clips(config: TrainConfig, data: RunData, transform, in_memory: b
               f"identical to validation or test clips")
     if not kept:
         raise ConfigError(f"--unlabelled {config.unlabelled}: no clip left to learn from")
-    return MelClips(pool_root, kept, transform=transform, in_memory=in_memory)
+    return pool_root, kept
 
 
 def test_model(model: ViT | ViTEnsemble | ConvNet, run_dir: Path, data: RunData, config: TrainConfig,
