@@ -108,10 +108,10 @@ class SpecAugment:
 class CropWithContext:
     """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames) (a clip no longer than that: rolled in time
     by up to a quarter of it, as a one-second word is), raised or lowered by up to `gain_db` dB, standardised,
-    shifted along the mel axis
-    by up to `band_shift` x M bands and stretched in time by a factor in [1 / (1 + time_stretch), 1 + time_stretch]
-    (pitch and tempo, as seen in a mel image), then masked by SpecAugment; the context (2M,): band stats of a
-    random stretch of the standardised clip, from `frames` frames to all)."""
+    shifted along the mel axis by up to `band_shift` x M bands and stretched in time by a factor in
+    [1 / (1 + time_stretch), 1 + time_stretch] (pitch and tempo, as seen in a mel image), then masked by
+    SpecAugment; the context (2M,): band stats of a random stretch of the standardised clip, from `frames` frames
+    to all)."""
 
     def __init__(self, frames: int, standardize: Standardize, *, band_shift: float = 0.0, time_stretch: float = 0.0,
                  gain_db: float = 0.0):
