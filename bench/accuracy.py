@@ -27,6 +27,9 @@ the contenders on the same folds. Rows accumulate in OUT/results.jsonl, and a re
 and contenders may be run in separate invocations; the table covers every row there. Every row records the data's
 fingerprint (a hash of every audio file's bytes): rebuilds of a rendered data set differ, so OUT refuses rows of
 another build.
+`--imbalance F` makes the classes unequal: in every split, the classes at odd indices of the sorted class list keep
+a share F of their training clips (whole groups of the class's clips, drawn with the split seed), val and test as
+they were; the split files hold the reduced splits, so every contender trains on the same clips.
 A class whose works are few and long can miss the 80/10/10 test split (styles_dev's classical_chamber: 6 works x
 10 clips); the report names such classes, and --folds avoids them.
 """
@@ -95,6 +98,7 @@ class RunResult:
     budget_seconds: float = 0.0  # the same on the budget clock
     data: str = ""  # data_fingerprint of the root ("" in rows from before it was recorded)
     predicted: dict[str, str] = field(default_factory=dict)  # test clip key -> predicted class (empty in old rows)
+    balanced_accuracy: float | None = None  # mean recall over the classes tested (None in old rows)
 
 
 @dataclass
@@ -111,6 +115,12 @@ class Bench:
     data: str = ""  # data_fingerprint(root)
     features: dict[str, np.ndarray] | None = None  # classical: clip key -> feature vector
     images: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # blog: size -> key -> (3, size, size)
+    imbalance: float | None = None  # share of their training clips the reduced classes keep; None = all classes whole
+
+    @property
+    def reduced_classes(self) -> list[str]:
+        """The classes --imbalance cuts: every other one of the sorted list, from the second."""
+        return self.classes[1::2] if self.imbalance is not None else []
 
 
 @dataclass
@@ -135,7 +145,8 @@ def result_of(contender: str, task: Task, seed: int, report: dict, start: tuple[
     return RunResult(contender, task.name, seed, report["accuracy"], report["macro_f1"],
                      {name: scores["f1"] for name, scores in report["per_class"].items() if scores["support"]},
                      report["confusion_matrix"], time.time() - start[0], epochs,
-                     budget_seconds=budget_clock() - start[1], predicted=predicted)
+                     budget_seconds=budget_clock() - start[1], predicted=predicted,
+                     balanced_accuracy=report["balanced_accuracy"])
 
 
 def predictions(bench: Bench, keys: list[str], clip_logits: torch.Tensor) -> dict[str, str]:
@@ -165,17 +176,48 @@ def make_tasks(bench: Bench, split_seed: int, folds: int, split_file: Path | Non
             split["train"] = sorted(set(clips.keys) - set(split["test"]) - set(split["val"]))
     else:
         splits = {"split": make_split(clips.keys, clips.targets, groups, seed=split_seed)}
+    if bench.imbalance is not None:
+        splits = {name: imbalanced(split, bench.reduced_classes, groups, bench.imbalance, split_seed)
+                  for name, split in splits.items()}
+        print(f"imbalance: {', '.join(bench.reduced_classes)} keep {bench.imbalance:.0%} of their training clips")
     tasks = []
     for name, split in splits.items():
         path = bench.out / f"{name}.json"
         if not path.exists():  # written once: later invocations and every contender read this file
             write_split_file(path, split, source_paths(bench.mel_root))
         task = Task(name, read_split_file(path), path)
+        if bench.imbalance is not None and task.split != {k: sorted(v) for k, v in split.items()}:
+            raise SystemExit(f"{path}: not the split --imbalance {bench.imbalance:g} makes (an earlier run's, "
+                             f"with other options?): pass another --out")
         if not task.split["test"] or not task.split["val"]:
             raise SystemExit(f"{path}: the val or test split is empty; the data set is too small for this split "
                              f"(try --folds 4, or fewer folds)")
         tasks.append(task)
     return tasks
+
+
+def imbalanced(split: dict[str, list[str]], reduced: list[str], groups: dict[str, str] | None, keep: float,
+               seed: int) -> dict[str, list[str]]:
+    """`split` with the training clips of each class in `reduced` cut to about a share `keep` (at least one group):
+    whole groups of the class's clips where `groups` are known, else clips, drawn with `seed`. Val and test are
+    returned as they were."""
+    rng = np.random.default_rng(seed)
+    train = []
+    for name in sorted({key.split("/")[0] for key in split["train"]}):
+        keys = sorted(key for key in split["train"] if key.split("/")[0] == name)
+        if name not in reduced:
+            train += keys
+            continue
+        clips_of_group: dict[str, list[str]] = {}
+        for key in keys:
+            clips_of_group.setdefault(groups.get(key, key) if groups else key, []).append(key)
+        wanted, kept = max(1, round(keep * len(keys))), []
+        for group in rng.permutation(sorted(clips_of_group)):
+            if len(kept) >= wanted:
+                break
+            kept += clips_of_group[group]
+        train += kept
+    return {**split, "train": sorted(train)}
 
 
 class MemberBudget:
@@ -430,11 +472,13 @@ def markdown(results: list[RunResult], classes: list[str], groups: dict[str, str
     names = [c for c in CONTENDERS if any(r.contender == c for r in results)]
     names += sorted({r.contender for r in results} - set(names))  # variants of the default recipe
     runs = {c: [r for r in results if r.contender == c] for c in names}
-    lines = ["| contender | runs | test accuracy % | macro-F1 % | s per run: wall (budget clock) | epochs |",
-             "| --- " * 6 + "|"]
+    lines = ["| contender | runs | test accuracy % | balanced accuracy % | macro-F1 % | s per run: wall (budget "
+             "clock) | epochs |", "| --- " * 7 + "|"]
     for c, rs in runs.items():
         epochs = [r.epochs for r in rs if r.epochs is not None]
+        balanced = [r.balanced_accuracy for r in rs if r.balanced_accuracy is not None]  # old rows have none
         lines.append(f"| `{c}` | {len(rs)} | {mean_std([r.accuracy for r in rs], 100)} | "
+                     f"{mean_std(balanced, 100) if balanced else '–'} | "
                      f"{mean_std([r.macro_f1 for r in rs], 100)} | {statistics.mean(r.seconds for r in rs):.0f} "
                      f"({statistics.mean(r.budget_seconds for r in rs):.0f}) | "
                      f"{f'{min(epochs)}–{max(epochs)}' if epochs else '–'} |")
@@ -494,6 +538,9 @@ def section(bench: Bench, tasks: list[Task], results: list[RunResult], budget_mi
         + ", ".join(f"{name} {s:.0f} s" for name, s in bench.prep_seconds.items()) + ".",
         "`blog` is a CPU stand-in for the GTZAN ViT blog recipe (224x224 images and ViT-Tiny width instead of "
         "480x480 and ViT-Base); `blog480` is the blog's own. Accuracy ± is the sample std over runs (seeds x folds).",
+        *([f"Imbalance: {', '.join(bench.reduced_classes)} (every other class) keep {bench.imbalance:.0%} of their "
+           f"training clips (whole groups, drawn with the split seed); val and test clips untouched."]
+          if bench.imbalance is not None else []),
         "",
         markdown(results, bench.classes, read_groups(bench.root / "metadata.csv")
                  if (bench.root / "metadata.csv").exists() else None)])
@@ -531,6 +578,9 @@ def main() -> None:
     parser.add_argument("--recipe", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="a variant of the default: TrainConfig fields for the vitaudio contender, whose rows are "
                              "then named by them (e.g. --recipe ema_epochs=5 members=3)")
+    parser.add_argument("--imbalance", type=float, metavar="F",
+                        help="the classes at odd indices of the sorted class list keep this share of their "
+                             "training clips (whole groups), in every split: unequal classes")
     parser.add_argument("--redo", action="store_true", help="run again the runs that OUT/results.jsonl holds")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the tables of OUT/results.jsonl")
     parser.add_argument("--only", nargs="+", metavar="FOLD", help="train on these folds only (e.g. fold1), so that "
@@ -538,15 +588,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.folds == 1 or args.folds == 2:
         parser.error("--folds needs K >= 3 (test, val and train folds)")
+    if args.imbalance is not None and not 0 < args.imbalance < 1:
+        parser.error(f"--imbalance {args.imbalance}: a share in (0, 1)")
+    if args.imbalance is not None and args.split_file:
+        parser.error("--imbalance cuts the split it makes: leave out --split-file")
     label = f"{args.root.name}-" + (args.split_file.stem if args.split_file else
                                      f"split{args.split_seed}" + (f"-{args.folds}folds" if args.folds else ""))
+    label += f"-imbalance{args.imbalance:g}" if args.imbalance is not None else ""
     out = args.out or Path("runs/accuracy") / label
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     mel_root = cached_melify(args.root)
     bench = Bench(args.root, mel_root, MelClips(mel_root).classes, out, args.budget_minutes * 60,
                   resolve_device("auto"), {"melify": time.time() - start},
-                  data=data_fingerprint(args.root, list(source_paths(mel_root).values())))
+                  data=data_fingerprint(args.root, list(source_paths(mel_root).values())), imbalance=args.imbalance)
     tasks = make_tasks(bench, args.split_seed, args.folds, args.split_file)
     skipped_blog = "blog" if bench.device.type == "cuda" else "blog480"  # the full-size recipe is a GPU's work
     contenders = args.contenders or [c for c in CONTENDERS if c != skipped_blog]
@@ -568,13 +623,14 @@ def main() -> None:
                     continue
                 print(f"== {contender} {task.name} seed {seed} (budget {args.budget_minutes:g} min)", flush=True)
                 result = replace(runners[contender](bench, task, seed), command=command, data=bench.data)
-                print(f"== {contender} {task.name} seed {seed}: test accuracy {result.accuracy:.3f}, macro F1 "
-                      f"{result.macro_f1:.3f}, {result.seconds:.0f} s ({result.budget_seconds:.0f} s budget clock), "
-                      f"{result.epochs} epochs", flush=True)
+                print(f"== {contender} {task.name} seed {seed}: test accuracy {result.accuracy:.3f}, balanced "
+                      f"{result.balanced_accuracy:.3f}, macro F1 {result.macro_f1:.3f}, {result.seconds:.0f} s "
+                      f"({result.budget_seconds:.0f} s budget clock), {result.epochs} epochs", flush=True)
                 save_result(results_path, result)
     heading = f"{args.root.name} (build {bench.data}): " + (f"split file {args.split_file}" if args.split_file else
                                        f"{args.folds} grouped folds" if args.folds else "one grouped 80/10/10 split")
     heading += "" if args.split_file else f", split seed {args.split_seed}"
+    heading += f", imbalance {args.imbalance:g}" if args.imbalance is not None else ""
     body = section(bench, tasks, read_results(results_path), args.budget_minutes)
     print(f"\n## {heading}\n\n{body}")
     if args.write_results:

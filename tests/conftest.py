@@ -53,3 +53,34 @@ def tiny_run(tmp_path_factory) -> Path:
     (base / "audio/bass/broken.wav").write_bytes(b"RIFF, but not really a WAV file")
     return train(TrainConfig(root=str(base / "audio"), model="mini", epochs=1, segment_seconds=1.0,
                              out=str(base / "run")))
+
+
+def write_mixtures(folder: Path, n_clips: int = 60, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
+    """Clips each mixing one or two of three tones (low, mid, high), in folder/audio/, and their manifest
+    folder/set.csv (path,label,group: `;`-separated labels, groups of three clips)."""
+    rng = np.random.default_rng(0)
+    tones = {"low": 200.0, "mid": 1000.0, "high": 4000.0}
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    rows = ["path,label,group"]
+    (folder / "audio").mkdir(parents=True)
+    for i in range(n_clips):
+        names = list(rng.choice(list(tones), size=int(rng.integers(1, 3)), replace=False))
+        mixture = sum(0.3 * np.sin(2 * np.pi * tones[name] * rng.uniform(0.9, 1.1) * t) for name in names)
+        sf.write(folder / f"audio/c{i:03d}.wav", mixture + 0.02 * rng.standard_normal(len(t)), sample_rate)
+        rows.append(f"audio/c{i:03d}.wav,{';'.join(names)},g{i // 3}")
+    (folder / "set.csv").write_text("\n".join(rows) + "\n")
+    return folder / "set.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger(tmp_path_factory) -> Path:
+    """One multi-label run directory shared by the predict, export and serve tests: a `mini` ViT tagger trained for
+    two epochs on 2 s tone mixtures (`write_mixtures`), 1 s segments. Its clips are `tiny_tagger.parent /
+    "audio"/*.wav`, its manifest `tiny_tagger.parent / "set.csv"`."""
+    from vitaudio.config import TrainConfig
+    from vitaudio.train import train
+
+    base = tmp_path_factory.mktemp("tiny_tagger")
+    manifest = write_mixtures(base, seconds=2.0)
+    return train(TrainConfig(root=str(manifest), model="mini", epochs=2, members=1, segment_seconds=1.0,
+                             out=str(base / "run")))

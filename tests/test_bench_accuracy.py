@@ -50,7 +50,8 @@ def test_blog_images_come_from_the_png_cache_at_each_size(tmp_path):
 
     root, mel_root = tmp_path / "songs", tmp_path / "songs.mel"
     mel_root.mkdir()
-    (mel_root / "melify.json").write_text('{"files": [{"source": "a/1.wav"}, {"source": "b/2.wav"}]}')
+    (mel_root / "melify.json").write_text('{"files": [{"source": "a/1.wav", "output": "a/1.png"}, '
+                                         '{"source": "b/2.wav", "output": "b/2.png"}]}')
     for key in ("a/1", "b/2"):  # the blog's renders, already cached: no audio needed
         png = tmp_path / "songs.blog-png" / f"{key}.png"
         png.parent.mkdir(parents=True)

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vitaudio.demo import CLASSES, CLIPS_PER_PIECE, make_demo_dataset
+from vitaudio.demo import (
+    CLASSES,
+    CLIPS_PER_PIECE,
+    MAX_STYLES_PER_MIX,
+    make_demo_dataset,
+    mix_styles,
+    synthesize_clip,
+)
+from vitaudio.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIPS_PER_CLASS = 4  # two pieces per class, so within-class comparisons span pieces
@@ -141,3 +149,85 @@ def test_cli_writes_the_set_and_prints_a_summary(tmp_path: Path) -> None:
     assert len(_wav_files(dst)) == 2 * len(CLASSES)
     assert len(_read_metadata(dst)) == 2 * len(CLASSES)
     assert result.stdout.startswith(f"wrote {2 * len(CLASSES)} clips ({len(CLASSES)} classes x 2) to {dst}")
+
+
+# multi-label mode: mixes of styles, listed in a manifest
+
+MIX_CLIPS_PER_CLASS = 2  # 12 mixes: six groups of two
+
+
+@pytest.fixture(scope="module")
+def mix_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dst = tmp_path_factory.mktemp("demo_mix")
+    make_demo_dataset(dst, clips_per_class=MIX_CLIPS_PER_CLASS, seconds=SECONDS, multi_label=True)
+    return dst
+
+
+def test_multi_label_set_is_one_folder_of_clips_listed_in_a_readable_manifest(mix_dir: Path) -> None:
+    assert sorted(p.name for p in mix_dir.iterdir()) == ["clips", "manifest.csv"]
+    with (mix_dir / "manifest.csv").open(newline="") as f:
+        assert next(csv.reader(f)) == ["path", "label", "group"]
+    manifest = read_manifest(mix_dir / "manifest.csv")
+    assert not manifest.problems
+    assert sorted(row.source for row in manifest.rows) == sorted((mix_dir / "clips").glob("*.wav"))
+    assert len(manifest.rows) == MIX_CLIPS_PER_CLASS * len(CLASSES)
+    assert manifest.multi_label and set(manifest.classes) <= set(CLASSES)
+    assert all(1 <= len(row.labels) <= MAX_STYLES_PER_MIX for row in manifest.rows)
+
+
+def test_multi_label_clips_share_a_group_exactly_when_they_hold_excerpts_of_the_same_pieces(mix_dir: Path) -> None:
+    rows = read_manifest(mix_dir / "manifest.csv").rows
+    groups = [row.group for row in rows]  # in clip order: clip i mixes excerpts of piece i // CLIPS_PER_PIECE
+    assert groups == [groups[i - i % CLIPS_PER_PIECE] for i in range(len(rows))]
+    assert len(set(groups)) == len(rows) // CLIPS_PER_PIECE
+
+
+def test_multi_label_clips_have_the_format_and_length_of_the_single_label_ones(mix_dir: Path) -> None:
+    for wav_path in sorted((mix_dir / "clips").glob("*.wav")):
+        info = sf.info(wav_path)
+        assert (info.samplerate, info.channels, info.subtype, info.frames) == (
+            SAMPLE_RATE, 1, "PCM_16", round(SECONDS * SAMPLE_RATE)), wav_path
+        samples, _ = sf.read(wav_path)
+        assert np.sqrt(np.mean(samples**2)) > 0.02, f"{wav_path} is (nearly) silent"
+        assert np.abs(samples).max() < 0.95, f"{wav_path} reaches full scale"
+
+
+def test_each_clip_is_the_sum_of_its_labelled_styles_each_clearly_audible(mix_dir: Path) -> None:
+    for clip_index, row in enumerate(read_manifest(mix_dir / "manifest.csv").rows):
+        mix, _ = sf.read(row.source, dtype="int16")
+        # the single-label clips of the same index, as the mix renders them: (n_samples, n_styles)
+        sources = np.stack([synthesize_clip(name, clip_index, seconds=SECONDS) for name in row.labels], axis=1)
+        levels, *_ = np.linalg.lstsq(sources.astype(np.float64), mix.astype(np.float64), rcond=None)
+        residual = mix - sources @ levels
+        assert np.sqrt(np.mean(residual**2)) < 0.01 * np.sqrt(np.mean(mix.astype(np.float64) ** 2)), row.key
+        contributions = np.sqrt(np.mean((sources * levels) ** 2, axis=0))
+        assert contributions.min() > 0.2 * contributions.max(), f"{row.key}: a style is drowned out"
+
+
+def test_every_style_is_mixed_into_as_many_clips_as_any_other() -> None:
+    label_sets = mix_styles(240, seed=0)
+    counts = [sum(name in styles for styles in label_sets) for name in CLASSES]
+    assert max(counts) - min(counts) <= 1
+    assert {len(styles) for styles in label_sets} == set(range(1, MAX_STYLES_PER_MIX + 1))
+    assert len(set(label_sets)) > 20, "the mixes should combine the styles in many ways"
+    assert mix_styles(240, seed=1) != label_sets
+
+
+def test_multi_label_reruns_write_byte_identical_files_also_with_two_workers(mix_dir: Path, tmp_path: Path) -> None:
+    make_demo_dataset(tmp_path, clips_per_class=MIX_CLIPS_PER_CLASS, seconds=SECONDS, multi_label=True, workers=2)
+    first = sorted(p.relative_to(mix_dir) for p in mix_dir.rglob("*") if p.is_file())
+    assert first == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    for relative_path in first:
+        assert (mix_dir / relative_path).read_bytes() == (tmp_path / relative_path).read_bytes(), relative_path
+
+
+def test_cli_multi_label_writes_the_manifest_and_says_so(tmp_path: Path) -> None:
+    dst = tmp_path / "tags"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [sys.executable, "-m", "vitaudio.demo", str(dst), "--multi-label", "--clips-per-class", "1", "--seconds",
+         "1", "--workers", "1"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(read_manifest(dst / "manifest.csv").rows) == len(CLASSES)
+    assert result.stdout.startswith(f"wrote {len(CLASSES)} clips (mixes of 1-3 of {len(CLASSES)} styles")

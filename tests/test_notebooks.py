@@ -1,7 +1,11 @@
-"""The notebooks run clean, top to bottom, against a tiny run made here; in git they carry no outputs."""
+"""The notebooks run clean, top to bottom, against tiny runs and data sets made here (class folders and manifests,
+a classifier and a tagger); in git they carry no outputs."""
+import csv
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_multilabel import write_mixtures
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -64,4 +68,29 @@ def test_results_notebook_runs_clean_and_shows_every_section(tiny_run, tmp_path)
     report, pairs = outputs(notebook, "text/markdown")
     assert "| macro F1 |" in report and ("| predicted as |" in pairs or "no mistakes" in pairs)
     assert any("test clips misclassified" in text for text in outputs(notebook, "stream"))
+    assert_no_warnings_or_progress_bars(notebook)
+
+
+def test_data_notebook_counts_a_manifests_clips_under_each_of_their_labels(tmp_path):
+    manifest = write_mixtures(tmp_path / "set", n_clips=12)
+    with open(manifest, newline="") as file:
+        counts = Counter(label for row in csv.DictReader(file) for label in row["label"].split(";"))
+    notebook = execute("01_data.ipynb", manifest, tmp_path)
+    assert len(outputs(notebook, "image/png")) == 3  # class balance, durations, example mels
+    summary = outputs(notebook, "text/markdown")[0]
+    assert all(f"| {label} | {count} | 0 |" in summary for label, count in counts.items())
+    assert "| all | 12 | 0 |" in summary  # a clip of two labels counts for each, and once in all
+    assert any("labels: the manifest's" in text for text in outputs(notebook, "stream"))
+    assert_no_warnings_or_progress_bars(notebook)
+
+
+def test_results_notebook_runs_clean_for_a_tagger_and_shows_its_sections(tiny_tagger, tmp_path):
+    notebook = execute("02_results.ipynb", tiny_tagger, tmp_path)
+    # curves with val mAP, per-class bars, per-class AP, clips with wrong tags, attention rollout, embeddings
+    assert len(outputs(notebook, "image/png")) == 6
+    report, errors = outputs(notebook, "text/markdown")
+    assert "| mAP |" in report and "| exact match |" in report and "| threshold |" in report
+    assert "| missed | false tags |" in errors or "no wrong tags" in errors
+    printed = outputs(notebook, "stream")
+    assert any("tagger" in text for text in printed) and any("test clips with wrong tags" in text for text in printed)
     assert_no_warnings_or_progress_bars(notebook)

@@ -23,11 +23,30 @@ REPORT = {"classes": ["a", "b"], "accuracy": 0.75, "macro_f1": 0.73, "n_clips": 
           "per_class": {"a": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2},
                         "b": {"precision": 0.667, "recall": 1.0, "f1": 0.8, "support": 2}},
           "confusion_matrix": [[1, 1], [0, 2]]}
+TAGGER_REPORT = {"task": "multi_label", "map": 0.8, "macro_f1": 0.7, "micro_f1": 0.75, "exact_match": 0.5,
+                 "n_clips": 4, "classes": ["a", "b", "c"], "thresholds": {"a": 0.4, "b": 0.6, "c": 0.5},
+                 "per_class": {"a": {"ap": 0.9, "f1": 0.8, "precision": 1.0, "recall": 0.667, "support": 3,
+                                     "threshold": 0.4},
+                               "b": {"ap": 0.7, "f1": 0.6, "precision": 0.5, "recall": 0.75, "support": 2,
+                                     "threshold": 0.6},
+                               "c": {"ap": None, "f1": 0.0, "precision": 0.0, "recall": 0.0, "support": 0,
+                                     "threshold": 0.5}}}
+
+
+def curve_records(with_map: bool = False, member: int | None = None) -> list[dict]:
+    """metrics.jsonl records of three epochs: a classifier's, or a tagger's with val_map."""
+    return [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.2 * e, "val_acc": 0.15 * e,
+             **({"val_map": 0.25 * e} if with_map else {}), **({} if member is None else {"member": member})}
+            for e in (1, 2, 3)]
+
+
 HELPERS = {
-    "curves": lambda path: plots.plot_curves([{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e,
-                                               "train_acc": 0.2 * e, "val_acc": 0.15 * e} for e in (1, 2, 3)], path),
+    "curves": lambda path: plots.plot_curves(curve_records(), path),
+    "curves_with_map": lambda path: plots.plot_curves(curve_records(with_map=True), path),
     "confusion_matrix": lambda path: plots.plot_confusion_matrix(REPORT["confusion_matrix"], ["a", "b"], path),
     "per_class": lambda path: plots.plot_per_class_metrics(REPORT, path),
+    "per_class_of_a_tagger": lambda path: plots.plot_per_class_metrics(TAGGER_REPORT, path),
+    "per_class_ap": lambda path: plots.plot_per_class_ap(TAGGER_REPORT, path),
     "mel": lambda path: plots.plot_mel(mel_db(), MEL, path, title="a clip"),
     "mels": lambda path: plots.plot_mels([mel_db(), mel_db(40)], ["one", "two"], MEL, path),
     "no_mels": lambda path: plots.plot_mels([], [], MEL, path),
@@ -45,6 +64,27 @@ def test_every_plot_helper_returns_a_figure_and_writes_a_png(tmp_path, name):
     assert isinstance(fig, Figure)
     assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
     assert plots.figure_png(fig)[:8] == PNG_MAGIC
+
+
+def test_curves_of_a_classifier_are_loss_and_accuracy():
+    fig = plots.plot_curves(curve_records())
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy (val: clip level)"]
+
+
+def test_curves_of_a_tagger_draw_val_map_beside_loss_and_accuracy_one_line_per_member():
+    fig = plots.plot_curves(curve_records(with_map=True, member=0) + curve_records(with_map=True, member=1))
+    ax_loss, ax_acc, ax_map = fig.axes
+    assert ax_map.get_ylabel() == "mAP" and ax_map.get_ylim() == (0, 1)
+    assert [line.get_label() for line in ax_map.lines] == ["val, member 0", "val, member 1"]
+    assert list(ax_map.lines[0].get_ydata()) == [0.25, 0.5, 0.75]
+    assert len(ax_loss.lines) == len(ax_acc.lines) == 4  # train and val of each member, as for a classifier
+
+
+def test_per_class_bars_of_a_tagger_are_titled_with_its_map_and_those_without_a_positive_clip_say_so():
+    assert "mAP 0.800, macro F1 0.700" in plots.plot_per_class_metrics(TAGGER_REPORT).axes[0].get_title()
+    ax = plots.plot_per_class_ap(TAGGER_REPORT).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a (n=3)", "b (n=2)", "c (n=0)"]  # best first
+    assert [t.get_text() for t in ax.texts] == ["0.900", "0.700", "no positive clip"]
 
 
 def test_mel_axes_are_seconds_and_hertz():

@@ -1,5 +1,5 @@
-"""`python -m vitaudio.predict` (table, json, csv; bad files skipped) and `python -m vitaudio.export` (parity, the
-sidecar's recipe, errors)."""
+"""`python -m vitaudio.predict` (table, json, csv; bad files skipped; a tagger's tags) and `python -m vitaudio.export`
+(parity, the sidecar's recipe, a tagger's task, pooling and thresholds, errors)."""
 import csv
 import io
 import json
@@ -14,11 +14,12 @@ import torch
 from test_inference import CLASSES, make_checkpoint, music, write_wav
 
 from vitaudio import export, predict
-from vitaudio.checkpoint import CheckpointError
+from vitaudio.audio import load_audio
+from vitaudio.checkpoint import CheckpointError, load_checkpoint
 from vitaudio.data import cut_segments
 from vitaudio.errors import VitaudioError
 from vitaudio.features import MelConfig, log_mel
-from vitaudio.inference import pipeline
+from vitaudio.inference import AudioClassifier, pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,6 +79,7 @@ def test_predict_table_on_stdout_with_a_progress_bar_on_stderr(checkpoint, audio
     code, out, err = run_predict(capsys, checkpoint, audio_tree, "--top-k", "1")
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("path") and len(lines) == 4
+    assert lines[0].endswith("predictions (softmax score)") and "*" not in out
     assert any(line.startswith(str(audio_tree / "a.wav")) and line.split()[-2] in CLASSES for line in lines)
     assert any("broken.wav" in line and "error: not a readable audio file" in line for line in lines)
     assert "predict: 100%" in err and "3/3" in err
@@ -98,6 +100,45 @@ def test_predict_with_a_bad_checkpoint_or_no_good_file_fails_clearly(checkpoint,
     assert code == 1 and "broken.wav" in err
 
 
+@pytest.fixture(scope="module")
+def tagger_clips(tiny_tagger) -> list[Path]:
+    """Four of tiny_tagger's clips."""
+    return sorted((tiny_tagger.parent / "audio").glob("*.wav"))[:4]
+
+
+@pytest.fixture(scope="module")
+def tagger_results(tiny_tagger, tagger_clips) -> list[list[dict]]:
+    """What the tagger's pipeline gives each of tagger_clips at top_k 1: every tagged label and the top one."""
+    return pipeline(tiny_tagger / "best.pt", device="cpu")(tagger_clips, top_k=1)
+
+
+def test_predict_table_of_a_tagger_marks_every_tagged_label_with_a_star(tiny_tagger, tagger_clips, tagger_results,
+                                                                       capsys):
+    code, out, _ = run_predict(capsys, tiny_tagger / "best.pt", *tagger_clips, "--top-k", "1")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith("predictions (sigmoid score, * = tagged)") and len(lines) == 5
+    assert any(p["tagged"] for result in tagger_results for p in result)  # the check below has tags to find
+    for line, path, result in zip(lines[1:], tagger_clips, tagger_results):
+        shown = line.removeprefix(str(path)).split()  # label, score, label, score, ...
+        assert shown[::2] == [p["label"] + ("*" if p["tagged"] else "") for p in result]
+        assert [float(score) for score in shown[1::2]] == pytest.approx([p["score"] for p in result], abs=1e-3)
+
+
+def test_predict_json_and_csv_of_a_tagger_keep_whether_each_label_is_tagged(tiny_tagger, tagger_clips,
+                                                                           tagger_results, capsys):
+    code, out, _ = run_predict(capsys, tiny_tagger / "best.pt", *tagger_clips, "--top-k", "1", "--format", "json")
+    records = json.loads(out)
+    assert code == 0 and [r["path"] for r in records] == [str(path) for path in tagger_clips]
+    for record, result in zip(records, tagger_results):
+        assert [(p["label"], p["tagged"]) for p in record["predictions"]] == [(p["label"], p["tagged"]) for p in result]
+    code, out, _ = run_predict(capsys, tiny_tagger / "best.pt", *tagger_clips, "--top-k", "1", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and list(rows[0]) == ["path", "rank", "label", "score", "tagged"]
+    expected = [(str(path), p["label"], str(int(p["tagged"]))) for path, result in zip(tagger_clips, tagger_results)
+                for p in result]
+    assert [(r["path"], r["label"], r["tagged"]) for r in rows] == expected
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torch-export"])
 def test_export_prints_parity_and_writes_the_model_and_its_sidecar(checkpoint, tmp_path, capsys, fmt):
     if fmt == "onnx":
@@ -113,6 +154,7 @@ def test_export_prints_parity_and_writes_the_model_and_its_sidecar(checkpoint, t
     assert all(check["max_abs_logit_diff"] < 1e-4 for check in sidecar["parity"]["checks"])
 
     assert sidecar["inputs"] == ["mel_db", "context_db"] and sidecar["context_input"]["shape"] == ["batch", 256]
+    assert sidecar["task"] == "single_label" and sidecar["pooling"] == "mean" and sidecar["thresholds"] is None
 
     clf = pipeline(checkpoint, device="cpu")
     run = _onnx_runner(out) if fmt == "onnx" else _export_runner(out)
@@ -154,7 +196,7 @@ def trained_onnx(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
 
 def scores_from_sidecar(samples: np.ndarray, sidecar: dict, model_file: Path) -> np.ndarray:
     """Clip scores (n_classes,) of mono samples at the sidecar's rate, following its recipe alone: numpy, log_mel
-    and onnxruntime."""
+    and onnxruntime; a tagger's (sidecar "task" multi_label) are the sigmoids of its pooled logits."""
     import onnxruntime
 
     recipe = sidecar["recipe"]
@@ -173,7 +215,9 @@ def scores_from_sidecar(samples: np.ndarray, sidecar: dict, model_file: Path) ->
         inputs["context_db"] = np.tile(context_db, (len(starts), 1))  # (2M,) -> (S, 2M)
     session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {name: array.astype(np.float32) for name, array in inputs.items()})[0]
-    clip_logits = logits.mean(axis=0)  # (S, K) -> (K,)
+    clip_logits = logits.max(axis=0) if sidecar["pooling"] == "max" else logits.mean(axis=0)  # (S, K) -> (K,)
+    if sidecar["task"] == "multi_label":
+        return 1 / (1 + np.exp(-clip_logits))
     exp = np.exp(clip_logits - clip_logits.max())
     return exp / exp.sum()
 
@@ -192,6 +236,57 @@ def test_export_sidecar_alone_rebuilds_the_pipelines_clip_scores(trained_onnx, s
     expected = {p["label"]: p["score"] for p in pipeline(checkpoint, device="cpu")(samples, top_k=None)}
     scores = scores_from_sidecar(samples, sidecar, model_file)
     assert np.abs(scores - [expected[label] for label in sidecar["classes"]]).max() < 1e-4
+
+
+def test_export_sidecar_of_a_tagger_holds_its_task_pooling_and_thresholds(tiny_tagger, tmp_path, capsys):
+    out = tmp_path / "tagger.pt2"
+    assert export.main([str(tiny_tagger / "best.pt"), "--format", "torch-export", "--out", str(out)]) == 0
+    assert "a tagger" in capsys.readouterr().out
+    sidecar = json.loads(export.sidecar_path(out).read_text())
+    checkpoint = load_checkpoint(tiny_tagger / "best.pt")
+    assert sidecar["task"] == "multi_label" and sidecar["pooling"] == checkpoint["pooling"]
+    assert sidecar["thresholds"] == checkpoint["thresholds"] and len(sidecar["thresholds"]) == 3
+    clip_score = sidecar["recipe"]["clip_score"]
+    assert clip_score["thresholds"] == checkpoint["thresholds"] and clip_score["tagged"] == "score >= thresholds[class]"
+    assert "sigmoid" in clip_score["words"] and f"the {checkpoint['pooling']} of its segments' logits" in \
+        clip_score["words"]
+
+
+@pytest.fixture(scope="module")
+def tagger_onnx(tiny_tagger, tmp_path_factory) -> Path:
+    """tiny_tagger's ONNX export (its sidecar lies next to it)."""
+    pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
+    out = tmp_path_factory.mktemp("tagger_onnx") / "tagger.onnx"
+    export.export(tiny_tagger / "best.pt", out, "onnx")
+    return out
+
+
+def test_export_sidecar_alone_gives_a_taggers_scores_and_tags(tiny_tagger, tagger_onnx, tagger_clips):
+    sidecar = json.loads(export.sidecar_path(tagger_onnx).read_text())
+    clf = pipeline(tiny_tagger / "best.pt", device="cpu")
+    for path in tagger_clips:
+        samples = load_audio(path, sidecar["recipe"]["audio"]["sample_rate"])
+        scores = scores_from_sidecar(samples, sidecar, tagger_onnx)
+        expected = {p["label"]: p for p in clf(path, top_k=None)}
+        assert np.abs(scores - [expected[label]["score"] for label in sidecar["classes"]]).max() < 1e-4
+        for label, score, threshold in zip(sidecar["classes"], scores, sidecar["thresholds"]):
+            if abs(score - threshold) > 1e-4:  # a score this close to its threshold may round either way
+                assert (score >= threshold) == expected[label]["tagged"], (path.name, label)
+
+
+def test_safetensors_export_of_a_tagger_keeps_its_task_pooling_thresholds_and_tags(tiny_tagger, tagger_clips,
+                                                                                  tmp_path, capsys):
+    model_dir = tmp_path / "tagger"
+    assert export.main([str(tiny_tagger / "best.pt"), "--format", "safetensors", "--out", str(model_dir)]) == 0
+    assert "3 tags (a multi-label tagger)" in capsys.readouterr().out
+    config = json.loads((model_dir / "config.json").read_text())
+    checkpoint = load_checkpoint(tiny_tagger / "best.pt")
+    assert config["task"] == "multi_label"
+    assert {key: config[key] for key in ("pooling", "thresholds")} == \
+        {key: checkpoint[key] for key in ("pooling", "thresholds")}
+    loaded = AudioClassifier.from_pretrained(model_dir, device="cpu")
+    assert loaded.multi_label and loaded.pooling == checkpoint["pooling"]
+    assert loaded(tagger_clips, top_k=None) == pipeline(tiny_tagger / "best.pt", device="cpu")(tagger_clips, top_k=None)
 
 
 def test_export_of_a_model_without_clip_context_takes_the_mel_alone(tmp_path, capsys):

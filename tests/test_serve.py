@@ -1,4 +1,4 @@
-"""The demo server through its HTTP API: the page, predictions, and the uploads it refuses."""
+"""The demo server through its HTTP API: the page, predictions, a tagger's tags, and the uploads it refuses."""
 import base64
 import http.client
 import io
@@ -10,6 +10,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,22 +19,36 @@ import pytest
 import soundfile as sf
 
 from vitaudio import serve
+from vitaudio.checkpoint import load_checkpoint
 from vitaudio.inference import pipeline
 
 MAX_UPLOAD_MB = 0.2
 
 
-@pytest.fixture(scope="module")
-def server(tiny_run):
-    """A DemoServer on a free port of 127.0.0.1, serving in a thread."""
-    demo = serve.make_server(pipeline(tiny_run / "best.pt", device="cpu"), "127.0.0.1", 0,
-                             max_upload_mb=MAX_UPLOAD_MB)
+@contextmanager
+def serving(checkpoint: Path, **options):
+    """A DemoServer of `checkpoint` on a free port of 127.0.0.1, serving in a thread while the block runs."""
+    demo = serve.make_server(pipeline(checkpoint, device="cpu"), "127.0.0.1", 0, **options)
     thread = threading.Thread(target=demo.serve_forever, daemon=True)
     thread.start()
-    yield demo
-    demo.shutdown()
-    demo.server_close()
-    thread.join(timeout=5)
+    try:
+        yield demo
+    finally:
+        demo.shutdown()
+        demo.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    with serving(tiny_run / "best.pt", max_upload_mb=MAX_UPLOAD_MB) as demo:
+        yield demo
+
+
+@pytest.fixture(scope="module")
+def tagger_server(tiny_tagger):
+    with serving(tiny_tagger / "best.pt", top_k=1) as demo:
+        yield demo
 
 
 def wav_bytes(seconds: float = 2.5, freq: float = 900.0, sample_rate: int = 22050) -> bytes:
@@ -138,6 +153,33 @@ def test_info_describes_the_model(server):
     assert status == 200 and info["classes"] == ["bass", "mid", "treble"]
     assert info["max_upload_mb"] == "0.2" and info["sample_rate"] == 22050
     assert info["max_seconds"] == serve.DEFAULT_MAX_SECONDS
+    assert info["task"] == "single_label" and info["thresholds"] is None
+
+
+def test_info_of_a_tagger_says_its_task_pooling_and_thresholds(tagger_server, tiny_tagger):
+    status, _, body = request(tagger_server.url + "api/info")
+    info, checkpoint = json.loads(body), load_checkpoint(tiny_tagger / "best.pt")
+    assert status == 200 and info["task"] == "multi_label" and info["classes"] == ["high", "low", "mid"]
+    assert info["pooling"] == checkpoint["pooling"] and info["thresholds"] == checkpoint["thresholds"]
+
+
+def test_a_taggers_answer_marks_the_tagged_labels_of_the_clip_and_of_each_segment(tagger_server, tiny_tagger):
+    clips = sorted((tiny_tagger.parent / "audio").glob("*.wav"))[:4]
+    thresholds = dict(zip(*(json.loads(request(tagger_server.url + "api/info")[2])[key]
+                            for key in ("classes", "thresholds"))))
+    clf = pipeline(tiny_tagger / "best.pt", device="cpu")
+    for clip in clips:
+        status, _, body = request(tagger_server.url + "api/predict", clip.read_bytes())
+        answer = json.loads(body)
+        result = clf(clip, top_k=1, return_segments=True)  # alone, as the server scores it: the same floats
+        assert status == 200 and answer["duration"] == pytest.approx(2.0, abs=0.01)
+        predictions = answer["predictions"] + [p for s in answer["segments"] for p in s["predictions"]]
+        assert all(set(p) == {"label", "score", "tagged"} for p in predictions)
+        assert all(p["tagged"] == (p["score"] >= thresholds[p["label"]]) for p in answer["predictions"])
+        assert [(p["label"], p["tagged"]) for p in answer["predictions"]] == \
+            [(p["label"], p["tagged"]) for p in result["predictions"]]  # every tag, and the top label at top_k 1
+        assert [[(p["label"], p["tagged"]) for p in s["predictions"]] for s in answer["segments"]] == \
+            [[(p["label"], p["tagged"]) for p in s["predictions"]] for s in result["segments"]]
 
 
 def test_predict_returns_predictions_segments_and_the_mel_as_png(server):

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_separable_set
+from conftest import write_mixtures, write_separable_set
 
 from vitaudio.config import TrainConfig, config_of_run, parse_args
 from vitaudio.errors import ConfigError
@@ -88,3 +88,15 @@ def test_log_flag_defaults_to_none_and_is_checked():
     assert parse_args(["--log", "tensorboard"])[0].log == "tensorboard"
     with pytest.raises(ConfigError, match="--log csv"):
         TrainConfig(log="csv").check()
+
+
+def test_a_tagger_logs_its_val_map_and_per_class_ap_in_place_of_the_confusion_matrix(tmp_path):
+    pytest.importorskip("tensorboard")
+    from vitaudio.tensorboard_log import MAP_TAG, PER_CLASS_AP_TAG
+
+    run_dir = train(TrainConfig(root=str(write_mixtures(tmp_path, n_clips=30)), epochs=2, members=1,
+                                log="tensorboard", out=str(tmp_path / "run")))
+    events, metrics = read_events(run_dir), read_metrics(run_dir)
+    assert [s.value for s in events.Scalars(MAP_TAG)] == pytest.approx([r["val_map"] for r in metrics], rel=1e-6)
+    assert [image.step for image in events.Images(PER_CLASS_AP_TAG)] == [1, 2]
+    assert CONFUSION_TAG not in events.Tags()["images"]

@@ -3,7 +3,9 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)`
 reads it: `model` (state dict), `model_config`, `mel_config`, `classes`, `normalization` {mean, std},
 `segment` {frames, hop_frames}, `members` (the ensemble's size; absent = 1, a single ViT), `architecture`
-("cnn" for a `--teacher cnn` run's teacher; absent = ViT), plus training state
+("cnn" for a `--teacher cnn` run's teacher; absent = ViT), for a multi-label tagger `task` ("multi_label"; absent =
+one class per clip), `pooling` (of segment logits: "mean" or "max") and `thresholds` (one per class, on the sigmoid
+score), plus training state
 (`epoch`, `optimizer`, `scheduler`, `train_config`, ...). `checkpoint_header` builds all but the weights and the
 training state: the one place that says what a checkpoint holds.
 
@@ -24,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .data import SegmentRule, Standardize
+from .data import MULTI_LABEL, SegmentRule, Standardize
 from .errors import VitaudioError
 from .features import MelConfig
 from .files import atomic_path
@@ -32,7 +34,8 @@ from .model import ConvNet, ViT, ViTConfig, ViTEnsemble, build_model
 
 FORMAT = "vitaudio-checkpoint-1"
 REQUIRED_KEYS = ("model", "model_config", "mel_config", "classes", "normalization", "segment")
-HEADER_KEYS = (*REQUIRED_KEYS[1:], "members", "train_config", "architecture")  # what checkpoint_header writes
+HEADER_KEYS = (*REQUIRED_KEYS[1:], "members", "train_config", "architecture", "task", "pooling",
+               "thresholds")  # what checkpoint_header writes
 PRETRAINED_FORMAT = "vitaudio-pretrained-1"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # a model directory's two files
 EXPORT_HINT = "write one with `python -m vitaudio.export CHECKPOINT --format safetensors --out DIR`"
@@ -44,8 +47,11 @@ class CheckpointError(VitaudioError, ValueError):
 
 def checkpoint_header(model_config: ViTConfig, mel_config: MelConfig, classes: list[str], normalization: Standardize,
                       segment: SegmentRule, *, train_config: dict | None = None, members: int = 1,
-                      architecture: str = "vit") -> dict:
-    """How to rebuild the model and feed it: a checkpoint without its weights and training state."""
+                      architecture: str = "vit", multi_label: bool = False, pooling: str = "mean",
+                      thresholds: list[float] | None = None) -> dict:
+    """How to rebuild the model and feed it: a checkpoint without its weights and training state. A multi-label
+    tagger also says so ("task"), how its clips pool their segments' logits and, once tuned, each class's threshold
+    on its sigmoid score."""
     header = {"model_config": asdict(model_config), "mel_config": mel_config.to_dict(), "classes": list(classes),
               "normalization": asdict(normalization), "segment": segment.to_dict()}
     if train_config is not None:
@@ -54,6 +60,8 @@ def checkpoint_header(model_config: ViTConfig, mel_config: MelConfig, classes: l
         header["members"] = members
     if architecture != "vit":
         header["architecture"] = architecture
+    if multi_label:
+        header.update(task=MULTI_LABEL, pooling=pooling, thresholds=thresholds or [0.5] * len(classes))
     return header
 
 

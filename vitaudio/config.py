@@ -16,13 +16,14 @@ from .tensorboard_log import summary_writer_class
 
 TEACHERS = ("members", "cnn")  # what --distill learns from
 LOGS = ("none", "tensorboard")  # where each epoch's numbers also go, besides metrics.jsonl
+BALANCES = ("auto", "sampler", "weights", "none")  # how training makes up for classes of unequal size
 
 
 @dataclass
 class TrainConfig:
     """Everything a run depends on; saved as config.json and inside every checkpoint."""
 
-    root: str | None = None  # audio class folders or melify output; None = the demo set in data/demo
+    root: str | None = None  # audio class folders, a manifest or melify output; None = the demo set in data/demo
     model: str = "mini"  # ViT preset (model.PRESETS); mini meets the CPU inference targets and beat tiny on real music
     epochs: int = 150  # total epochs (also when resuming); early stopping may end sooner
     batch_size: int = 32  # per process
@@ -58,6 +59,11 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint to fine-tune from (head re-initialised when classes differ)
     members: int = 2  # models trained one after another, seeds seed, seed + 1, ...; they predict by their mean logits
     log: str = "none"  # "tensorboard": each model's epochs also as TensorBoard event files in its run directory
+    multi_label: bool = False  # tag: sigmoid scores and per-class thresholds, also when each clip has one label
+    # (a data set where some clip has two labels or more is multi-label anyway)
+    balance: str = "auto"  # unequal classes: "sampler" draws every class alike, "weights" weights the loss by
+    # inverse class size; "auto" = the better one (run.AUTO_BALANCE) when the largest training class has more than
+    # twice the clips of the smallest
 
     def check(self) -> None:
         """Raise ConfigError naming the first out-of-range option (before anything is written)."""
@@ -86,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"--model {self.model}: not a preset (choose from {', '.join(sorted(PRESETS))})")
         if self.log not in LOGS:
             raise ConfigError(f"--log {self.log}: choose from {', '.join(LOGS)}")
+        if self.balance not in BALANCES:
+            raise ConfigError(f"--balance {self.balance}: choose from {', '.join(BALANCES)}")
         if self.log == "tensorboard":
             summary_writer_class()  # an optional extra: refused here when missing, before anything is written
 
@@ -118,8 +126,8 @@ class TrainConfig:
 def config_of_run(run_dir: Path, epochs: int | None = None) -> TrainConfig:
     """The config a run in `run_dir` was started with, `epochs` the new total when given."""
     saved = read_saved_config(run_dir)["train"]
-    # runs from before --members had one model
-    return TrainConfig(**{"members": 1, **saved, "epochs": epochs or saved["epochs"]})
+    # runs from before --members had one model, runs from before --balance compensated nothing
+    return TrainConfig(**{"members": 1, "balance": "none", **saved, "epochs": epochs or saved["epochs"]})
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]:
@@ -128,7 +136,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
     parser = argparse.ArgumentParser(prog="python train.py", formatter_class=DefaultsHelpFormatter,
                                      description="Train a spectrogram ViT on audio class folders (or melify "
                                                  "output) and test it once on held-out clips.")
-    parser.add_argument("--root", help="audio class folders or melify output (default: the demo set in data/demo)")
+    parser.add_argument("--root", help="audio class folders, a CSV/JSON Lines manifest of audio "
+                                       "(path,label[,group][,split]) or melify output (default: the demo set in "
+                                       "data/demo)")
     parser.add_argument("--model", choices=sorted(PRESETS), default=defaults.model, help="ViT preset")
     parser.add_argument("--epochs", type=int, help=f"total epochs (default: {defaults.epochs}; a resumed run's own)")
     helps = {"batch_size": "clips per training batch (per process)", "lr": "AdamW peak learning rate",
@@ -162,6 +172,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
                         help="tensorboard: also write each epoch's losses, accuracies, learning rate and val "
                              "confusion matrix as TensorBoard event files in each model's run directory (view "
                              "with: tensorboard --logdir RUN_DIR)")
+    parser.add_argument("--balance", default=defaults.balance,
+                        help="classes of unequal size in the training split: sampler = draw clips with "
+                             "probability inversely proportional to their class's size; weights = weight the loss "
+                             "by inverse class size; auto = the better of the two (as measured) when the largest "
+                             "class has more than twice the clips of the smallest; none = as they come. "
+                             f"Choose from {', '.join(BALANCES)}")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="train a multi-label tagger (a sigmoid score and a threshold per class) even though "
+                             "each clip has one label (default: only when some clip of a manifest has two or more)")
     parser.add_argument("--resume", type=Path, help="continue the interrupted run in this directory")
     args = vars(parser.parse_args(argv))
     resume = args.pop("resume")

@@ -22,10 +22,13 @@ from PIL import Image
 from torchvision.datasets import DatasetFolder
 
 from .features import MelConfig, band_stats, png_to_db, read_mel_png, read_png16
+from .manifest import LABELS_CSV, Manifest, read_manifest
 from .melify import MANIFEST, LayoutError
 from .splits import clip_key
 
-NO_LABEL = -1  # the label of an unlabelled clip: only a teacher's predictions teach from it
+NO_LABEL = -1  # the label of an unlabelled clip (every entry of its target, multi-label): only a teacher teaches
+SINGLE_LABEL, MULTI_LABEL = "single_label", "multi_label"  # a model's task: one class per clip, or any number of
+# labels (a checkpoint says "task" only for the second)
 
 
 @dataclass(frozen=True)
@@ -177,18 +180,30 @@ def load_mel(path: str) -> torch.Tensor:
     return torch.from_numpy(read_mel_png(Path(path)).copy()).unsqueeze(0)  # (M, T) -> (1, M, T)
 
 
-class MelClips(DatasetFolder):
-    """The melify PNGs under `root/<class>/` whose clip keys are in `keys` (all when None) -> (mel, class index).
+def read_labels(mel_root: Path) -> Manifest | None:
+    """The labels of a melify output made from a manifest (its labels.csv); None for one of class folders."""
+    path = Path(mel_root) / LABELS_CSV
+    return read_manifest(path, check_files=False) if path.is_file() else None
 
-    Class names are the sorted folder names of the whole root, so every split agrees on class indices;
-    `classes` fixes them instead (a checkpoint's classes, when scoring another root with it). `in_memory` keeps
-    each image after its first decoding (2 bytes per value, ~330 KB per 30 s clip): for training in one process,
-    which reads every clip every epoch.
+
+class MelClips(DatasetFolder):
+    """The melify PNGs of `root` whose clip keys are in `keys` (all when None) -> (mel, target): the class index,
+    or for multi-label data a multi-hot (n_classes,) float tensor.
+
+    Labels are the class folders `root/<class>/`, or, for melify output of a manifest, its labels.csv (clips with
+    two labels or more anywhere in it make the whole data set multi-label). Class names are sorted over the whole
+    root, so every split agrees on class indices; `classes` fixes them instead (a checkpoint's classes, when
+    scoring another root with it), and clips with none of those labels are left out. `in_memory` keeps each image
+    after its first decoding (2 bytes per value, ~330 KB per 30 s clip): for training in one process, which reads
+    every clip every epoch.
     """
 
     def __init__(self, root: Path, keys: list[str] | None = None, transform=None, classes: list[str] | None = None,
-                 *, in_memory: bool = False):
+                 *, in_memory: bool = False, multi_label: bool | None = None):
         self.root_path, self.fixed_classes = Path(root), classes
+        self.labels = read_labels(self.root_path)
+        # None: as the labels say; True: multi-hot targets also for one label per clip (tagging data)
+        self.multi_label = multi_label if multi_label is not None else bool(self.labels and self.labels.multi_label)
         self.images: dict[str, np.ndarray] | None = {} if in_memory else None  # path -> uint16 image
         wanted = None if keys is None else set(keys)
 
@@ -197,7 +212,8 @@ class MelClips(DatasetFolder):
             return (relative.suffix == ".png" and not any(p.startswith(".") for p in relative.parts)
                     and (wanted is None or clip_key(relative.as_posix()) in wanted))
 
-        super().__init__(str(root), loader=self.load, transform=transform, is_valid_file=is_clip, allow_empty=True)
+        super().__init__(str(root), loader=self.load, transform=transform, is_valid_file=is_clip, allow_empty=True,
+                         target_transform=self.multi_hot if self.multi_label else None)
 
     def load(self, path: str) -> torch.Tensor:
         """The clip's (1, n_mels, n_frames) float32 dB tensor, decoded once when `in_memory`."""
@@ -208,9 +224,33 @@ class MelClips(DatasetFolder):
         return torch.from_numpy(png_to_db(self.images[path])).unsqueeze(0)  # (M, T) -> (1, M, T)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        if self.fixed_classes is None:
+        if self.fixed_classes is not None:
+            classes = list(self.fixed_classes)
+        elif self.labels is not None:
+            classes = self.labels.classes
+        else:
             return super().find_classes(directory)
-        return list(self.fixed_classes), {name: i for i, name in enumerate(self.fixed_classes)}
+        return classes, {name: i for i, name in enumerate(classes)}
+
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,
+                     allow_empty: bool = False) -> list[tuple[str, int | tuple[int, ...]]]:
+        """(path, class index) of every clip in the class folders; for a manifest's images, in its order, with
+        the tuple of its class indices when the data set is multi-label."""
+        if self.labels is None:
+            return super().make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+        samples = []
+        for row in self.labels.rows:
+            path = str(self.root_path / f"{row.key}.png")
+            indices = tuple(class_to_idx[name] for name in row.labels if name in class_to_idx)
+            if indices and is_valid_file(path):
+                samples.append((path, indices if self.labels.multi_label else indices[0]))
+        return samples
+
+    def multi_hot(self, indices: int | tuple[int, ...]) -> torch.Tensor:
+        """Class indices (or one index) -> (n_classes,) float tensor, 1 at each."""
+        target = torch.zeros(len(self.classes))
+        target[list(indices) if isinstance(indices, tuple) else indices] = 1.0
+        return target
 
     def frame_counts(self) -> list[int]:
         """Frames of every clip, in item order, from the PNG headers (nothing is decoded)."""
@@ -222,21 +262,23 @@ class MelClips(DatasetFolder):
 
     @property
     def keys(self) -> list[str]:
-        """Clip key (`<class>/<stem>`) of every item, in item order."""
+        """Clip key (`<class>/<stem>`, a manifest's `<path without extension>`) of every item, in item order."""
         return [clip_key(Path(path).relative_to(self.root_path).as_posix()) for path, _ in self.samples]
 
 
 class WithoutLabels(torch.utils.data.Dataset):
-    """Unlabelled clips for distillation: item i -> (the clips' item i, NO_LABEL), whatever folder it is in."""
+    """Unlabelled clips for distillation: item i -> (the clips' item i, NO_LABEL), whatever folder it is in; for a
+    multi-label run (`n_classes` given), a (n_classes,) target of NO_LABEL."""
 
-    def __init__(self, clips: MelClips):
+    def __init__(self, clips: MelClips, n_classes: int | None = None):
         self.clips = clips
+        self.no_label = NO_LABEL if n_classes is None else torch.full((n_classes,), float(NO_LABEL))
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, index: int):
-        return self.clips[index][0], NO_LABEL
+        return self.clips[index][0], self.no_label
 
 
 def mel_digest(path: Path) -> str:
@@ -270,9 +312,12 @@ def stack_clips(segments: list[torch.Tensor], contexts: list[torch.Tensor]
 
 
 def collate_segments(batch):
-    """[(segments (S_i, 1, M, L), context (2M,), label)] -> `stack_clips` of them and the labels (B,)."""
+    """[(segments (S_i, 1, M, L), context (2M,), target)] -> `stack_clips` of them and the targets: (B,) class
+    indices, or (B, n_classes) multi-hot."""
     segments, contexts, clip_index = stack_clips([item[0] for item in batch], [item[1] for item in batch])
-    return segments, contexts, clip_index, torch.tensor([item[2] for item in batch])
+    targets = [item[2] for item in batch]
+    targets = torch.stack(targets) if torch.is_tensor(targets[0]) else torch.tensor(targets)  # (B, C) or (B,)
+    return segments, contexts, clip_index, targets
 
 
 def segment_loader(clips: MelClips, rule: SegmentRule, standardize: Standardize, *, batch_size: int,
@@ -302,7 +347,8 @@ def read_mel_config(mel_root: Path) -> MelConfig:
 
 
 def source_paths(mel_root: Path) -> dict[str, str]:
-    """Clip key -> root-relative path of the audio file it was made from (from melify.json), where known."""
+    """Clip key -> path of the audio file it was made from (from melify.json), where known: relative to the folder
+    of class folders or the manifest's folder (absolute, for a manifest's files elsewhere)."""
     manifest = Path(mel_root) / MANIFEST
     records = json.loads(manifest.read_text()).get("files", []) if manifest.exists() else []
-    return {clip_key(r["source"]): r["source"] for r in records}
+    return {clip_key(r["output"]): r["source"] for r in records}

@@ -16,6 +16,16 @@ Every random draw comes from `numpy.random.default_rng` seeded with (seed, class
 clip index), so any clip can be regenerated on its own and reruns give byte-identical files.
 
     python -m vitaudio.demo data/demo --clips-per-class 40 --seconds 6
+
+Multi-label mode (`--multi-label`, `make_demo_dataset(..., multi_label=True)`) is a tagging set: the same number
+of clips (clips-per-class x 6), each the sum of 1 to 3 of the styles at random levels, normalised to a peak below
+full scale. Clip i mixes clip i of each of its styles (as the single-label set renders it), so clips 2k and 2k+1
+share pieces and form one group. How many styles a clip mixes is random; which ones favours the styles used least
+so far, so every style is in as many clips as any other, give or take one (one generator seeded by the seed
+draws these choices; each clip's levels come from one seeded by (seed, clip index)). The clips go into
+`dst/clips/`, and `dst/manifest.csv` lists them (`path,label,group`, labels `;`-joined) for `melify` and training:
+
+    python -m vitaudio.demo data/demo-tags --multi-label
 """
 
 from __future__ import annotations
@@ -39,10 +49,15 @@ from tqdm import tqdm
 
 from .cli_help import DefaultsHelpFormatter
 from .files import atomic_path
+from .manifest import LABEL_SEPARATOR
 
 log = logging.getLogger(__name__)
 
 CLIPS_PER_PIECE = 2  # consecutive clips of a class are excerpts of one synthetic piece
+MAX_STYLES_PER_MIX = 3  # a multi-label clip mixes 1 to this many styles
+MIX_FOLDER, MIX_MANIFEST = "clips", "manifest.csv"  # where the multi-label set goes under its folder
+# Last entries of the seed sequences of the multi-label draws, apart from the 1 and 2 of pieces and clips.
+_MIX_LEVEL_STREAM, _MIX_LABEL_STREAM = 3, 4
 TABLE_SIZE = 4096  # samples in one wavetable period
 MAX_HARMONICS = 24
 VIBRATO_HZ = 5.5
@@ -319,6 +334,11 @@ def _add_at(track: np.ndarray, sound: np.ndarray, offset: int) -> None:
 def synthesize_clip(class_name: str, clip_index: int, *, seconds: float = 6.0, seed: int = 0,
                     sample_rate: int = 22050) -> np.ndarray:
     """Render one clip of the demo set: (n_samples,) int16 PCM, exactly what its wav file holds."""
+    return _to_pcm16(_render_clip(class_name, clip_index, seconds=seconds, seed=seed, sample_rate=sample_rate))
+
+
+def _render_clip(class_name: str, clip_index: int, *, seconds: float, seed: int, sample_rate: int) -> np.ndarray:
+    """One clip of a style as (n_samples,) float64 audio, peak between 0.5 and 0.9."""
     class_index = CLASSES.index(class_name)
     piece_rng = np.random.default_rng([seed, class_index, clip_index // CLIPS_PER_PIECE, 1])
     clip_rng = np.random.default_rng([seed, class_index, clip_index, 2])
@@ -352,21 +372,85 @@ def synthesize_clip(class_name: str, clip_index: int, *, seconds: float = 6.0, s
     samples_to_edge = np.minimum(np.arange(n_samples), np.arange(n_samples)[::-1])
     fade = np.minimum(1, samples_to_edge / (0.01 * sample_rate))  # 10 ms, so the cut ends do not click
     audio *= fade * clip_rng.uniform(0.5, 0.9) / np.abs(audio).max()
+    return audio
+
+
+def _to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float audio within [-1, 1] -> int16 samples."""
     return np.round(audio * 32767).astype(np.int16)
+
+
+def mix_styles(n_clips: int, seed: int = 0) -> list[tuple[str, ...]]:
+    """The styles each clip of the multi-label demo mixes, in CLASSES order: 1 to MAX_STYLES_PER_MIX per clip, the
+    least used styles so far (ties broken at random), so style counts differ by one at most."""
+    rng = np.random.default_rng([seed, _MIX_LABEL_STREAM])
+    counts = np.zeros(len(CLASSES), dtype=np.int64)
+    chosen_styles = []
+    for _ in range(n_clips):
+        n_styles = int(rng.integers(1, MAX_STYLES_PER_MIX, endpoint=True))
+        least_used = np.lexsort((rng.random(len(CLASSES)), counts))  # by count, then by a random tie-breaker
+        chosen = np.sort(least_used[:n_styles])
+        counts[chosen] += 1
+        chosen_styles.append(tuple(CLASSES[i] for i in chosen))
+    return chosen_styles
+
+
+def synthesize_mix(styles: tuple[str, ...], clip_index: int, *, seconds: float = 6.0, seed: int = 0,
+                   sample_rate: int = 22050) -> np.ndarray:
+    """Render one clip of the multi-label demo: clip `clip_index` of each of `styles`, summed at random levels and
+    scaled to a peak between 0.5 and 0.9; (n_samples,) int16 PCM, exactly what its wav file holds."""
+    level_rng = np.random.default_rng([seed, clip_index, _MIX_LEVEL_STREAM])
+    mix = sum(level_rng.uniform(0.35, 1.0)
+              * _render_clip(name, clip_index, seconds=seconds, seed=seed, sample_rate=sample_rate) for name in styles)
+    return _to_pcm16(mix * level_rng.uniform(0.5, 0.9) / np.abs(mix).max())
 
 
 def _write_clip(class_name: str, clip_index: int, wav_path: Path, seconds: float, seed: int,
                 sample_rate: int) -> Path:
     samples = synthesize_clip(class_name, clip_index, seconds=seconds, seed=seed, sample_rate=sample_rate)
+    return _write_wav(wav_path, samples, sample_rate)
+
+
+def _write_mix(styles: tuple[str, ...], clip_index: int, wav_path: Path, seconds: float, seed: int,
+               sample_rate: int) -> Path:
+    samples = synthesize_mix(styles, clip_index, seconds=seconds, seed=seed, sample_rate=sample_rate)
+    return _write_wav(wav_path, samples, sample_rate)
+
+
+def _write_wav(wav_path: Path, samples: np.ndarray, sample_rate: int) -> Path:
     with atomic_path(wav_path) as tmp_path:  # hidden and not ending in .wav: loaders never see half a file
         sf.write(tmp_path, samples, sample_rate, subtype="PCM_16", format="WAV")
     return wav_path
 
 
+def _render_all(write, jobs: list[tuple], workers: int) -> list[Path]:
+    """Run `write(*job)` for every job, in `workers` processes when more than one; the paths written, in job order."""
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        written = (pool.map if pool else map)(write, *zip(*jobs))  # in job order
+        return list(tqdm(written, total=len(jobs), desc="demo clips", unit="clip", disable=None))
+
+
+def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    with atomic_path(path) as tmp_csv, tmp_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _warn_about_strays(folder: Path, pattern: str, wav_paths: list[Path], listing: str) -> None:
+    stray = set(folder.glob(pattern)) - set(wav_paths)
+    if stray:
+        log.warning("%s holds %d wav files not in this demo set (e.g. %s); %s lists only this set",
+                    folder, len(stray), min(stray), listing)
+
+
 def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 6.0, seed: int = 0,
-                      sample_rate: int = 22050, workers: int = 1) -> list[Path]:
+                      sample_rate: int = 22050, workers: int = 1, multi_label: bool = False) -> list[Path]:
     """Write `dst/<class>/<class>.<NNNNN>.wav` and `dst/metadata.csv` (clips rendered by `workers` processes);
     return the wav paths.
+
+    `multi_label`: instead, clips_per_class x len(CLASSES) mixes of 1 to 3 styles as `dst/clips/mix.<NNNNN>.wav`,
+    listed with their labels and groups in `dst/manifest.csv` (see the module doc).
 
     Files are written atomically (`files.atomic_path`) and existing files of
     the same name are overwritten, so rerunning into a complete or interrupted folder is safe.
@@ -375,6 +459,8 @@ def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 
         raise ValueError(f"need clips_per_class >= 1, seconds > 0, seed >= 0, sample_rate >= 8000, workers >= 1; "
                          f"got {clips_per_class}, {seconds}, {seed}, {sample_rate}, {workers}")
     dst = Path(dst)
+    if multi_label:
+        return _make_mix_dataset(dst, clips_per_class * len(CLASSES), seconds, seed, sample_rate, workers)
     jobs, rows = [], []  # jobs: the arguments of _write_clip
     for class_name in CLASSES:
         (dst / class_name).mkdir(parents=True, exist_ok=True)
@@ -383,39 +469,55 @@ def make_demo_dataset(dst: Path, *, clips_per_class: int = 40, seconds: float = 
             jobs.append((class_name, clip_index, wav_path, seconds, seed, sample_rate))
             piece_name = f"{class_name}.piece{clip_index // CLIPS_PER_PIECE:03d}"
             rows.append((f"{class_name}/{wav_path.name}", class_name, piece_name))
-    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-        written = (pool.map if pool else map)(_write_clip, *zip(*jobs))  # in job order
-        wav_paths = list(tqdm(written, total=len(jobs), desc="demo clips", unit="clip", disable=None))
-    with atomic_path(dst / "metadata.csv") as tmp_csv, tmp_csv.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("clip", "class", "group"))
-        writer.writerows(rows)
-    stray = {p for p in dst.glob("*/*.wav")} - set(wav_paths)
-    if stray:
-        log.warning("%s holds %d wav files not in this demo set (e.g. %s); metadata.csv lists only this set",
-                    dst, len(stray), min(stray))
+    wav_paths = _render_all(_write_clip, jobs, workers)
+    _write_csv(dst / "metadata.csv", ("clip", "class", "group"), rows)
+    _warn_about_strays(dst, "*/*.wav", wav_paths, "metadata.csv")
+    return wav_paths
+
+
+def _make_mix_dataset(dst: Path, n_clips: int, seconds: float, seed: int, sample_rate: int,
+                      workers: int) -> list[Path]:
+    """The multi-label demo: `dst/clips/mix.<NNNNN>.wav` and `dst/manifest.csv`; the wav paths."""
+    (dst / MIX_FOLDER).mkdir(parents=True, exist_ok=True)
+    jobs, rows = [], []  # jobs: the arguments of _write_mix
+    for clip_index, styles in enumerate(mix_styles(n_clips, seed)):
+        wav_path = dst / MIX_FOLDER / f"mix.{clip_index:05d}.wav"
+        jobs.append((styles, clip_index, wav_path, seconds, seed, sample_rate))
+        # clips 2k and 2k+1 hold excerpts of the same pieces (piece k of each style), so they share a group
+        rows.append((f"{MIX_FOLDER}/{wav_path.name}", LABEL_SEPARATOR.join(styles),
+                     f"mix.piece{clip_index // CLIPS_PER_PIECE:03d}"))
+    wav_paths = _render_all(_write_mix, jobs, workers)
+    _write_csv(dst / MIX_MANIFEST, ("path", "label", "group"), rows)
+    _warn_about_strays(dst / MIX_FOLDER, "*.wav", wav_paths, MIX_MANIFEST)
     return wav_paths
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitaudio.demo", formatter_class=DefaultsHelpFormatter,
-                                     description="Write the synthetic demo data set (GTZAN layout).")
-    parser.add_argument("dst", type=Path, help="output folder; gets one subfolder per class and metadata.csv")
-    parser.add_argument("--clips-per-class", type=int, default=40, help="clips of each style")
+                                     description="Write the synthetic demo data set (GTZAN layout, or a manifest "
+                                                 "of multi-label mixes).")
+    parser.add_argument("dst", type=Path, help="output folder; gets one subfolder per class and metadata.csv "
+                                               "(--multi-label: clips/ and manifest.csv)")
+    parser.add_argument("--clips-per-class", type=int, default=40,
+                        help="clips of each style (--multi-label: as many clips in all)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each clip")
     parser.add_argument("--seed", type=int, default=0, help="the same seed renders the same files")
     parser.add_argument("--sample-rate", type=int, default=22050, help="Hz")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="a tagging set: each clip mixes 1-3 styles; clips/ and manifest.csv, no class folders")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     started = time.perf_counter()
     try:
         wav_paths = make_demo_dataset(args.dst, clips_per_class=args.clips_per_class, seconds=args.seconds,
-                                      seed=args.seed, sample_rate=args.sample_rate, workers=args.workers)
+                                      seed=args.seed, sample_rate=args.sample_rate, workers=args.workers,
+                                      multi_label=args.multi_label)
     except ValueError as err:
         parser.error(str(err))
-    print(f"wrote {len(wav_paths)} clips ({len(CLASSES)} classes x {args.clips_per_class}) "
-          f"to {args.dst} in {time.perf_counter() - started:.1f} s")
+    contents = (f"mixes of 1-{MAX_STYLES_PER_MIX} of {len(CLASSES)} styles, listed in {MIX_MANIFEST}"
+                if args.multi_label else f"{len(CLASSES)} classes x {args.clips_per_class}")
+    print(f"wrote {len(wav_paths)} clips ({contents}) to {args.dst} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

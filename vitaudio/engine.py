@@ -24,6 +24,7 @@ from .distributed import DistContext, all_reduce_sum
 from .errors import RunDirError
 from .rundir import append_metrics, rewind_metrics, rng_state, set_rng_state
 from .scoring import autocast, clip_logits_of
+from .tagging import mean_average_precision
 
 RESUME_KEYS = ("model", "epoch", "optimizer", "scheduler", "rng", "best_epoch", "record")  # what last.pt holds
 
@@ -31,7 +32,7 @@ RESUME_KEYS = ("model", "epoch", "optimizer", "scheduler", "rng", "best_epoch", 
 @dataclass
 class TrainStats:
     loss_sum: float  # summed over samples, so that ranks can add theirs up
-    n_correct: int  # of the labelled samples
+    n_correct: float  # of the labelled samples (multi-label: the share of each one's labels that are right)
     n_seen: int
     n_labelled: int  # samples with a label (unlabelled clips have none)
 
@@ -50,14 +51,15 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                     mixup_alpha: float = 0.0, grad_clip: float | None = 1.0, epoch: int = 0,
                     averaged: AveragedModel | None = None, teacher: torch.nn.Module | None = None,
                     distill: float = 0.0, temperature: float = 1.0, cutmix: bool = False,
-                    progress: bool = True) -> TrainStats:
+                    class_weights: Tensor | None = None, progress: bool = True) -> TrainStats:
     """One pass over `loader` of ((mel (B, 1, M, L), context (B, 2M)), labels (B,)) batches. `warmup` is stepped
     and `averaged` (the weights' moving average) updated after every batch. Mixup mixes the contexts with the same
     weight as the mels; with `cutmix`, the mels are mixed instead by pasting a time span or a mel band (one at
     random per batch) of the partner's, (1 - mix) of the axis, onto each (CutMix, Yun et al., 2019, along one
     axis as in EfficientAT). With a `teacher`, the loss is (1 - distill) x the labels' loss + distill x the KL
     divergence from the teacher's softened predictions on the same (mixed) inputs (Hinton et al., 2015). Samples
-    labelled `data.NO_LABEL` (unlabelled clips) count in the teacher's term alone."""
+    labelled `data.NO_LABEL` (unlabelled clips) count in the teacher's term alone. `class_weights` (n_classes,)
+    weight each labelled sample's term of the labels' loss by its class (see `labels_loss`)."""
     model.train()
     total_loss, total_correct, total_seen, total_labelled = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
@@ -72,12 +74,12 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
             context = mix * context + (1 - mix) * context[order]
         with autocast(device, amp):
             logits = model(mel, context)  # (B, n_classes)
-            loss = mix * labels_loss(logits, labels, label_smoothing) + (1 - mix) * labels_loss(
-                logits, partner, label_smoothing)
+            loss = mix * labels_loss(logits, labels, label_smoothing, class_weights) + (1 - mix) * labels_loss(
+                logits, partner, label_smoothing, class_weights)
             if teacher is not None:
                 with torch.no_grad():
-                    targets = (teacher(mel, context).float() / temperature).softmax(dim=1)  # (B, n_classes)
-                soft = F.kl_div((logits.float() / temperature).log_softmax(dim=1), targets, reduction="batchmean")
+                    teacher_logits = teacher(mel, context).float()  # (B, n_classes)
+                soft = soft_targets_loss(logits.float(), teacher_logits, temperature, multi_label=labels.dim() == 2)
                 loss = (1 - distill) * loss + distill * temperature**2 * soft
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {step}: "
@@ -101,9 +103,15 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
             averaged.update_parameters(getattr(model, "module", model))  # DDP wraps the model
         total_loss += loss.item() * len(labels)
         major = labels if mix >= 0.5 else partner  # under mixup, accuracy is counted against the larger share
-        total_correct += int((logits.argmax(dim=1) == major).sum())  # NO_LABEL is never an argmax
+        if labels.dim() == 2:  # multi-label: the share of the clip's label decisions (score > 0.5) that are right
+            labelled = major[:, 0] != NO_LABEL
+            right = ((logits.detach() > 0) == (major > 0.5)).float().mean(dim=1)  # (B,)
+            total_correct += float(right[labelled].sum())
+        else:
+            labelled = major != NO_LABEL
+            total_correct += int((logits.argmax(dim=1) == major).sum())  # NO_LABEL is never an argmax
         total_seen += len(labels)
-        total_labelled += int((major != NO_LABEL).sum())
+        total_labelled += int(labelled.sum())
         bar.set_postfix(loss=f"{total_loss / total_seen:.3f}")
     return TrainStats(loss_sum=total_loss, n_correct=total_correct, n_seen=total_seen, n_labelled=total_labelled)
 
@@ -120,33 +128,77 @@ def cut_mix(mel: Tensor, order: Tensor, mix: float) -> Tensor:
     return mixed
 
 
-def labels_loss(logits: Tensor, labels: Tensor, label_smoothing: float) -> Tensor:
-    """Cross-entropy (B, n_classes), (B,) -> (), the mean over the labelled samples (0 when none is)."""
+def labels_loss(logits: Tensor, labels: Tensor, label_smoothing: float, class_weights: Tensor | None = None) -> Tensor:
+    """Cross-entropy (B, n_classes), (B,) -> (), the mean over the labelled samples (0 when none is); with
+    `class_weights` (n_classes,), each sample's term is multiplied by its class's weight (still divided by the
+    number of labelled samples, so weights of mean 1 over the training clips keep the loss's scale). Multi-hot
+    labels (B, n_classes): binary cross-entropy of each class's sigmoid, the mean over classes and labelled
+    samples (no smoothing: a tag's target is already what mixup makes it)."""
+    if labels.dim() == 2:
+        labelled = labels[:, 0] != NO_LABEL
+        per_sample = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0), reduction="none").mean(dim=1)
+        return (per_sample * labelled).sum() / labelled.sum().clamp(min=1)
     labelled = labels != NO_LABEL
-    summed = F.cross_entropy(logits, labels, ignore_index=NO_LABEL, label_smoothing=label_smoothing, reduction="sum")
+    if class_weights is None:
+        summed = F.cross_entropy(logits, labels, ignore_index=NO_LABEL, label_smoothing=label_smoothing,
+                                 reduction="sum")
+    else:
+        # per sample, not cross_entropy's `weight`: that one also reweights the smoothing term class by class
+        known = labels.clamp(min=0)  # NO_LABEL -> any class; masked out below
+        per_sample = F.cross_entropy(logits, known, label_smoothing=label_smoothing, reduction="none")  # (B,)
+        summed = (per_sample * class_weights[known] * labelled).sum()
     return summed / labelled.sum().clamp(min=1)
+
+
+def soft_targets_loss(logits: Tensor, teacher_logits: Tensor, temperature: float, *, multi_label: bool) -> Tensor:
+    """The student's divergence from the teacher's softened predictions, (B, n_classes) each -> (): KL of the
+    softmaxes (one class per clip), or the binary cross-entropy against the teacher's sigmoids, less its own
+    entropy (multi-label: each class a two-way choice), a mean over classes, so both are 0 where they agree."""
+    if multi_label:
+        student, teacher = logits / temperature, teacher_logits / temperature
+        targets = teacher.sigmoid()
+        return (F.binary_cross_entropy_with_logits(student, targets) -
+                F.binary_cross_entropy_with_logits(teacher, targets))
+    targets = (teacher_logits / temperature).softmax(dim=1)  # (B, n_classes)
+    return F.kl_div((logits / temperature).log_softmax(dim=1), targets, reduction="batchmean")
+
+
+def inverse_frequency_weights(labels: list[int], n_classes: int) -> list[float]:
+    """Per-class weights N / (K n_c) for N labelled clips of K classes present, n_c of class c: their mean over
+    the clips is 1, and each class's clips weigh N / K in all (1 for a class without clips)."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=n_classes)  # (n_classes,)
+    present = int((counts > 0).sum())
+    return [len(labels) / (present * int(n)) if n else 1.0 for n in counts]
 
 
 @dataclass
 class EvalResult:
     loss: float
-    accuracy: float
-    clip_logits: torch.Tensor  # (n_clips, n_classes), mean of each clip's segment logits
-    labels: torch.Tensor  # (n_clips,)
+    accuracy: float  # multi-label: the share of clip x class decisions (sigmoid > 0.5) that are right
+    clip_logits: torch.Tensor  # (n_clips, n_classes), each clip's segment logits pooled
+    labels: torch.Tensor  # (n_clips,) class indices, or (n_clips, n_classes) multi-hot
+    map: float | None = None  # multi-label: mean average precision over the classes present
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, *, device: torch.device, amp: bool = False) -> EvalResult:
-    """Clip-level loss and accuracy over a loader of `data.collate_segments` batches."""
+def evaluate(model: torch.nn.Module, loader, *, device: torch.device, amp: bool = False,
+             pooling: str = "mean") -> EvalResult:
+    """Clip-level loss and accuracy (and mAP, multi-label) over a loader of `data.collate_segments` batches,
+    each clip's logits its segments' mean or max (`pooling`)."""
     model.eval()
     all_logits, all_labels = [], []
     for segments, contexts, clip_index, labels in loader:
         with autocast(device, amp):
             logits = clip_logits_of(model, segments.to(device, non_blocking=True), contexts.to(device),
-                                    clip_index.to(device), len(labels))
+                                    clip_index.to(device), len(labels), pooling=pooling)
         all_logits.append(logits.cpu())
         all_labels.append(labels)
     clip_logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    if labels.dim() == 2:
+        return EvalResult(loss=float(F.binary_cross_entropy_with_logits(clip_logits, labels)),
+                          accuracy=float(((clip_logits > 0) == (labels > 0.5)).float().mean()),
+                          clip_logits=clip_logits, labels=labels,
+                          map=mean_average_precision(clip_logits.sigmoid(), labels))
     return EvalResult(loss=float(F.cross_entropy(clip_logits, labels)),
                       accuracy=float((clip_logits.argmax(dim=1) == labels).float().mean()),
                       clip_logits=clip_logits, labels=labels)
@@ -214,6 +266,8 @@ class LoopConfig:
     distill: float = 0.0  # weight of the teacher's soft targets in the loss, when `fit` is given a teacher
     temperature: float = 2.0  # softening of teacher and student predictions for distillation
     cutmix: bool = False  # mix batches by pasting a time span or mel band instead of blending (train_one_epoch)
+    pooling: str = "mean"  # of segment logits into a clip's, in validation (scoring.POOLINGS)
+    class_weights: list[float] | None = None  # per class, on each labelled sample's loss; None = all 1
 
 
 @dataclass
@@ -245,6 +299,7 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(loop.ema_epochs, len(train_loader))),
                               use_buffers=True) if loop.ema_epochs else None)
     scored = model if averaged is None else averaged.module  # the weights validation sees and best.pt keeps
+    class_weights = None if loop.class_weights is None else torch.tensor(loop.class_weights, device=device)
     if teacher is not None:
         teacher.eval()
     if resume:
@@ -269,11 +324,12 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
                                 amp=loop.amp, scaler=scaler, label_smoothing=loop.label_smoothing,
                                 mixup_alpha=loop.mixup, grad_clip=loop.grad_clip, epoch=epoch, averaged=averaged,
                                 teacher=teacher if loop.distill else None, distill=loop.distill,
-                                temperature=loop.temperature, cutmix=loop.cutmix,
+                                temperature=loop.temperature, cutmix=loop.cutmix, class_weights=class_weights,
                                 progress=log and dist.is_main)
         loss_sum, n_correct, n_seen, n_labelled = all_reduce_sum(
             [stats.loss_sum, stats.n_correct, stats.n_seen, stats.n_labelled], dist)
-        val = evaluate(scored, val_loader, device=device, amp=loop.amp)  # every rank: same weights, same result
+        val = evaluate(scored, val_loader, device=device, amp=loop.amp,  # every rank: same weights, same result
+                       pooling=loop.pooling)
         if epoch > schedule.warmup_epochs:
             schedule.plateau.step(loop.criterion.watched(val))
         score = loop.criterion.score(val)
@@ -282,8 +338,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
             best_score, best_epoch = score, epoch
             best_weights = None if run_dir else copy.deepcopy(scored.state_dict())
         record = {"epoch": epoch, "train_loss": loss_sum / n_seen, "train_acc": n_correct / max(n_labelled, 1),
-                  "val_loss": val.loss, "val_acc": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.time() - start}
+                  "val_loss": val.loss, "val_acc": val.accuracy, **({} if val.map is None else {"val_map": val.map}),
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - start}
         if run_dir is not None and dist.is_main:
             _save_epoch(run_dir, model, averaged, optimizer, schedule, header or {}, record, best_score, best_epoch,
                         improved)
@@ -320,7 +376,8 @@ def time_left(epoch: int, best_epoch: int, loop: LoopConfig, seconds_per_epoch: 
 def epoch_line(record: dict, epochs: int, improved: bool) -> str:
     """The log line of an epoch's record; a star marks a new best."""
     return (f"epoch {record['epoch']:3d}/{epochs}  train loss {record['train_loss']:.3f} acc {record['train_acc']:.3f}"
-            f"  val loss {record['val_loss']:.3f} acc {record['val_acc']:.3f}  lr {record['lr']:.1e}  "
+            f"  val loss {record['val_loss']:.3f} acc {record['val_acc']:.3f}"
+            + (f" mAP {record['val_map']:.3f}" if "val_map" in record else "") + f"  lr {record['lr']:.1e}  "
             f"{record['seconds']:.1f} s" + ("  *" if improved else ""))
 
 

@@ -1,9 +1,10 @@
 """`python -m vitaudio.evaluate CHECKPOINT ROOT [--split-file F]`: score a checkpoint on a folder of clips.
 
-ROOT holds audio class folders (converted with the checkpoint's mel parameters, or an earlier conversion reused)
-or melify output. All clips are scored, or only the `--split` (default test) of `--split-file`. Writes the same
-test_report.json, test_predictions.csv and confusion_matrix.png as training does, into `--out` or a new
-`eval-<ROOT name>/` folder next to the checkpoint (`eval-<ROOT name>-2/`, ... when it exists), and prints it.
+ROOT holds audio class folders or is a manifest of audio (converted with the checkpoint's mel parameters, or an
+earlier conversion reused), or is melify output. All clips are scored, or only the `--split` (default test) of
+`--split-file`. Writes the same test_report.json, test_predictions.csv and confusion_matrix.png (a tagger's:
+per_class_ap.png, at its thresholds) as training does, into `--out` or a new `eval-<ROOT name>/` folder next to the
+checkpoint (`eval-<ROOT name>-2/`, ... when it exists), and prints it.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .cli_help import DefaultsHelpFormatter
-from .data import MelClips, SegmentRule, Standardize, segment_loader, source_paths
+from .data import MULTI_LABEL, MelClips, SegmentRule, Standardize, read_labels, segment_loader, source_paths
 from .engine import evaluate
 from .errors import VitaudioError
 from .features import MelConfig
 from .melify import LayoutError, cached_melify
-from .report import write_test_outputs
+from .report import scores_line, write_test_outputs
 from .scoring import resolve_device
 from .splits import SPLITS, read_split_file
 
@@ -32,12 +33,15 @@ def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path |
     checkpoint = load_checkpoint(checkpoint_path)
     classes = checkpoint["classes"]
     mel_root = cached_melify(Path(root), MelConfig(**checkpoint["mel_config"]), workers)
-    unknown = sorted({p.name for p in mel_root.iterdir() if p.is_dir()} - set(classes))
+    labels = read_labels(mel_root)
+    names = set(labels.classes) if labels else {p.name for p in mel_root.iterdir() if p.is_dir()}
+    unknown = sorted(names - set(classes))
     if unknown:
-        raise LayoutError(f"{root} has class folders the checkpoint does not know: {', '.join(unknown)} "
-                          f"(its classes: {', '.join(classes)})")
+        raise LayoutError(f"{root} has {'labels' if labels else 'class folders'} the checkpoint does not know: "
+                          f"{', '.join(unknown)} (its classes: {', '.join(classes)})")
     keys = read_split_file(split_file)[split] if split_file else None
-    clips = MelClips(mel_root, keys, classes=classes)
+    tagger = checkpoint.get("task") == MULTI_LABEL
+    clips = MelClips(mel_root, keys, classes=classes, multi_label=tagger)
     if not len(clips):
         raise LayoutError(f"no clips to score in {mel_root}" + (f" for the {split} split of {split_file}"
                                                                 if split_file else ""))
@@ -45,15 +49,14 @@ def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path |
     model = model_from_checkpoint(checkpoint).to(torch_device)
     loader = segment_loader(clips, SegmentRule(**checkpoint["segment"]), Standardize(**checkpoint["normalization"]),
                             batch_size=batch_size)
-    result = evaluate(model, loader, device=torch_device)
+    tagging = {"pooling": checkpoint["pooling"], "thresholds": checkpoint["thresholds"]} if tagger else {}
+    result = evaluate(model, loader, device=torch_device, pooling=tagging.get("pooling", "mean"))
     out_dir = Path(out) if out else new_eval_dir(checkpoint_path.parent, Path(root).name)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = source_paths(mel_root)
     report = write_test_outputs(out_dir, result.clip_logits, result.labels, [paths.get(k, k) for k in clips.keys],
-                                classes, checkpoint=str(checkpoint_path), root=str(root))
-    print(f"accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}, balanced accuracy "
-          f"{report['balanced_accuracy']:.3f}) on {report['n_clips']} clips; "
-          f"reports in {out_dir}")
+                                classes, checkpoint=str(checkpoint_path), root=str(root), **tagging)
+    print(f"{scores_line(report)} on {report['n_clips']} clips; reports in {out_dir}")
     return report
 
 
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/x/best.pt, or a model "
                                                       "folder of model.safetensors and config.json")
-    parser.add_argument("root", type=Path, help="audio class folders or melify output")
+    parser.add_argument("root", type=Path, help="audio class folders, a CSV/JSON Lines manifest of audio "
+                                                "(path,label[,group][,split]) or melify output")
     parser.add_argument("--split-file", type=Path, help="score only one split of this JSON/CSV split file")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split of --split-file")
     parser.add_argument("--out", type=Path, help="folder for the reports (default: a new eval-<ROOT name>/ next to "

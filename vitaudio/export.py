@@ -4,9 +4,9 @@ The exported model maps log-mel dB segments `mel_db` (B, 1, n_mels, T) -> logits
 and any number of frames T (dynamic axes); the checkpoint's standardisation is applied inside it. A model with a
 clip-context token (the presets' default) takes a second input `context_db` (B, 2 * n_mels).
 
-`FILE.json` (the sidecar) holds the class names, the normalisation (for reference: already inside the model) and,
-under `recipe`, the whole way from audio to a clip's scores, in numbers and in words; scoring a clip so is what
-`vitaudio.inference.pipeline` does:
+`FILE.json` (the sidecar) holds the class names, the task (with a tagger's pooling and thresholds), the
+normalisation (for reference: already inside the model) and, under `recipe`, the whole way from audio to a clip's
+scores, in numbers and in words; scoring a clip so is what `vitaudio.inference.pipeline` does:
 1. audio: mono (the mean of the channels), float32, resampled to `sample_rate` (soxr, HQ); audio shorter than
    `n_fft` samples is refused as too short, and so is all-zero audio.
 2. log-mel (`vitaudio.features.log_mel`, every `MelConfig` field in the sidecar): periodic Hann window of `n_fft`,
@@ -18,7 +18,10 @@ under `recipe`, the whole way from audio to a clip's scores, in numbers and in w
    band's population std over time: 2 * n_mels values, the same row for every segment of the clip.
 5. segments of `segment.frames` frames starting at 0, hop, 2 * hop, ... while start + frames <= n_frames, plus
    one last segment aligned to the clip's end (start n_frames - frames) when the tail is not covered.
-6. clip scores: the mean of the segments' logits, then softmax over the classes.
+6. clip scores: the mean of the segments' logits, then softmax over the classes. A multi-label tagger's sidecar
+   says so (`"task": "multi_label"`) and holds its `pooling` (the clip's logits are the "mean" or the "max" of its
+   segments') and `thresholds` (one per class): its scores are each class's sigmoid, and a clip is tagged with
+   every class whose score reaches its threshold (`score >= threshold`).
 
 `torch-export` writes a `torch.export` program (.pt2; TorchScript's successor, load with `torch.export.load`);
 `onnx` writes one self-contained ONNX file for onnxruntime and needs the export extra:
@@ -45,7 +48,7 @@ from torch import Tensor, nn
 from . import __version__
 from .checkpoint import load_checkpoint, save_pretrained
 from .cli_help import DefaultsHelpFormatter
-from .data import SegmentRule, Standardize
+from .data import MULTI_LABEL, SINGLE_LABEL, SegmentRule, Standardize
 from .errors import VitaudioError
 from .features import MelConfig, band_stats
 from .inference import AudioClassifier
@@ -78,8 +81,10 @@ class MelClassifier(nn.Module):
         return self.model((mel_db - self.mean) / self.std, context)
 
 
-def recipe(mel_config: MelConfig, rule: SegmentRule, clip_context: bool) -> dict:
-    """Audio -> a clip's scores, step by step, as `vitaudio.inference` does it: the sidecar's `recipe`."""
+def recipe(mel_config: MelConfig, rule: SegmentRule, clip_context: bool, *, pooling: str = "mean",
+           thresholds: list[float] | None = None) -> dict:
+    """Audio -> a clip's scores, step by step, as `vitaudio.inference` does it: the sidecar's `recipe`; with
+    `thresholds`, a tagger's (sigmoid scores, `pooling` of the segments' logits, tags)."""
     frames, hop = rule.frames, rule.hop_frames
     return {
         "audio": {
@@ -128,11 +133,20 @@ def recipe(mel_config: MelConfig, rule: SegmentRule, clip_context: bool) -> dict
                      f"uncovered, one more segment starts at n_frames - {frames}, aligned to the clip's end "
                      f"(it may overlap the one before). A padded short clip is one segment.",
         },
-        "clip_score": {
-            "logits": "mean over the clip's segments", "scores": "softmax over the classes",
-            "words": "The clip's logits are the mean of its segments' logits; its scores are their softmax.",
-        },
+        "clip_score": clip_score(pooling, thresholds),
     }
+
+
+def clip_score(pooling: str = "mean", thresholds: list[float] | None = None) -> dict:
+    """The recipe's last step: segment logits -> a clip's scores (softmax), or a tagger's scores and tags."""
+    if thresholds is None:
+        return {"logits": "mean over the clip's segments", "scores": "softmax over the classes",
+                "words": "The clip's logits are the mean of its segments' logits; its scores are their softmax."}
+    return {"logits": f"{pooling} over the clip's segments", "scores": "sigmoid of each class's logit",
+            "thresholds": thresholds, "tagged": "score >= thresholds[class]",
+            "words": f"The clip's logits are the {pooling} of its segments' logits, class by class; each class's "
+                     f"score is the sigmoid of its logit, and the clip is tagged with every class whose score "
+                     f"reaches that class's threshold (score >= thresholds[class], in the order of classes)."}
 
 
 def export_program(module: MelClassifier, example: tuple[Tensor, ...]) -> torch.export.ExportedProgram:
@@ -183,14 +197,15 @@ def write_torch_export(program: torch.export.ExportedProgram, out: Path):
 
 def export_safetensors(checkpoint: Path, out: Path) -> dict:
     """Write the model directory `out` (model.safetensors + config.json) and read it back; return its summary
-    {"files", "classes", "n_tensors", "n_parameters", "identical"}: identical = every tensor read back equals the
-    checkpoint's, bit for bit."""
+    {"files", "classes", "task", "n_tensors", "n_parameters", "identical"}: identical = every tensor read back equals
+    the checkpoint's, bit for bit. config.json holds the whole header, a tagger's task, pooling and thresholds too."""
     source = load_checkpoint(checkpoint)
     save_pretrained(source, out)
     written = load_checkpoint(out)
     identical = (written["model"].keys() == source["model"].keys()
                  and all(torch.equal(written["model"][name], tensor) for name, tensor in source["model"].items()))
     return {"files": sorted(p.name for p in out.iterdir()), "classes": written["classes"],
+            "task": written.get("task", SINGLE_LABEL),
             "n_tensors": len(written["model"]), "n_parameters": sum(t.numel() for t in written["model"].values()),
             "identical": identical}
 
@@ -231,6 +246,7 @@ def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
         parity.append({"shape": list(inputs[0].shape), "max_abs_logit_diff": difference})
 
     has_context = len(module.input_names) > 1
+    thresholds = classifier.thresholds  # None for a single-label classifier
     sidecar = {
         "format": "vitaudio-export-1", "vitaudio_version": __version__, "export_format": fmt,
         "checkpoint": str(checkpoint), "model_file": out.name,
@@ -243,14 +259,24 @@ def export(checkpoint: Path, out: Path, fmt: str, *, seed: int = 0) -> dict:
                            "meaning": "the clip's band stats of its dB mel (recipe.context_db)"}
                           if has_context else None),
         "output": {"name": "logits", "shape": ["batch", len(classifier.classes)]},
-        "classes": classifier.classes, "mel_config": mel_config.to_dict(),
+        "classes": classifier.classes, **task_fields(classifier), "mel_config": mel_config.to_dict(),
         "normalization": {**asdict(classifier.standardize), "applied_inside_model": True},
-        "segment": rule.to_dict(), "clip_score": "mean of the logits of the clip's segments, then softmax",
-        "recipe": recipe(mel_config, rule, has_context),
+        "segment": rule.to_dict(),
+        "clip_score": (f"{classifier.pooling} of the logits of the clip's segments, then each class's sigmoid; "
+                       f"tagged where the score >= the class's threshold" if thresholds else
+                       "mean of the logits of the clip's segments, then softmax"),
+        "recipe": recipe(mel_config, rule, has_context, pooling=classifier.pooling, thresholds=thresholds),
         "parity": {"tolerance": PARITY_TOLERANCE, "checks": parity},
     }
     sidecar_path(out).write_text(json.dumps(sidecar, indent=1))
     return sidecar
+
+
+def task_fields(classifier: AudioClassifier) -> dict:
+    """What a runtime needs to turn logits into the same answer: {"task", "pooling", "thresholds"}, the
+    checkpoint header's keys; a single-label classifier's task is "single_label", its thresholds None."""
+    return {"task": classifier.task, "pooling": classifier.pooling,
+            "thresholds": classifier.thresholds}
 
 
 def sidecar_path(out: Path) -> Path:
@@ -284,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if args.format == "safetensors":
+        kind = "tags (a multi-label tagger)" if written["task"] == MULTI_LABEL else "classes"
         print(f"wrote {out}/ ({', '.join(written['files'])}): {written['n_tensors']} tensors, "
-              f"{written['n_parameters'] / 1e6:.2f} M parameters, {len(written['classes'])} classes")
+              f"{written['n_parameters'] / 1e6:.2f} M parameters, {len(written['classes'])} {kind}")
         if not written["identical"]:
             print("export: read-back check FAILED: the written weights differ from the checkpoint's", file=sys.stderr)
             return 1
@@ -295,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     worst = max(check["max_abs_logit_diff"] for check in sidecar["parity"]["checks"])
     for check in sidecar["parity"]["checks"]:
         print(f"parity: input {tuple(check['shape'])}  max |Δlogit| {check['max_abs_logit_diff']:.2e}")
+    tags = "; a tagger: its pooling and thresholds are in the sidecar" if sidecar["task"] == MULTI_LABEL else ""
     print(f"wrote {out} and {sidecar_path(out)} ({args.format}; input (batch, 1, {sidecar['mel_config']['n_mels']}, "
-          f"frames >= {sidecar['input']['min_frames']}) dB mels -> logits over {len(sidecar['classes'])} classes)")
+          f"frames >= {sidecar['input']['min_frames']}) dB mels -> logits over {len(sidecar['classes'])} classes"
+          f"{tags})")
     if worst >= PARITY_TOLERANCE:
         print(f"export: parity check FAILED: max |Δlogit| {worst:.2e} >= {PARITY_TOLERANCE:.0e}", file=sys.stderr)
         return 1

@@ -4,8 +4,10 @@ A model directory (model.safetensors + config.json, `vitaudio.save_pretrained`) 
 Every clip takes the evaluation's path, reusing its functions: decode (`audio.load_audio`) -> log-mel dB of the
 whole clip (`features.log_mel`, the function melify made the training images with) -> standardise with the
 training statistics (`data.Standardize`) -> cut into the checkpoint's segments (`data.cut_segments`), each scored
-with the whole clip's context (`data.clip_context`) -> segment logits -> their mean (`scoring.mean_per_clip`).
-Scores are the softmax of the clip logits over all classes.
+with the whole clip's context (`data.clip_context`) -> segment logits -> their mean (`scoring.pool_per_clip`).
+Scores are the softmax of the clip logits over all classes. A multi-label tagger's scores are each class's sigmoid,
+its clip logits the mean or the max of its segments' (as its checkpoint says), and each result says whether the
+label passes its class's threshold: `{"label", "score", "tagged"}`.
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from torch import Tensor
 
 from .audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info, load_audio, overflow_reason, resample, too_short
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .data import SegmentRule, Standardize, clip_context, cut_segments, stack_clips
+from .data import MULTI_LABEL, SINGLE_LABEL, SegmentRule, Standardize, clip_context, cut_segments, stack_clips
 from .errors import VitaudioError
 from .features import MelConfig, log_mel
 from .model import ViT, ViTEnsemble
-from .scoring import mean_per_clip, resolve_device
+from .scoring import POOLINGS, pool_per_clip, resolve_device
+from .tagging import apply_thresholds
 
 # What one input may be: a path, the bytes of a file, samples at the model's rate, {"sampling_rate", "array"}.
 AudioInput = str | Path | bytes | np.ndarray | dict
@@ -54,9 +57,15 @@ class AudioClassifier:
 
     def __init__(self, model: ViT | ViTEnsemble, *, classes: list[str], mel_config: MelConfig,
                  standardize: Standardize, segment_rule: SegmentRule, device: torch.device | str = "cpu",
-                 batch_size: int = 32):
+                 batch_size: int = 32, thresholds: list[float] | None = None, pooling: str = "mean"):
         if len(classes) != model.config.n_classes:
             raise ValueError(f"{len(classes)} class names for a model with {model.config.n_classes} outputs")
+        if thresholds is not None and len(thresholds) != len(classes):
+            raise ValueError(f"{len(thresholds)} thresholds for {len(classes)} classes")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: choose from {', '.join(POOLINGS)}")
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]  # set: a tagger
+        self.pooling = pooling  # of segment logits into a clip's
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.classes, self.mel_config = list(classes), mel_config
@@ -88,8 +97,11 @@ class AudioClassifier:
             segment_rule = SegmentRule(frames=int(segment["frames"]), hop_frames=int(segment["hop_frames"]))
             if model.config.n_mels != mel_config.n_mels:
                 raise ValueError(f"model n_mels {model.config.n_mels} != mel_config n_mels {mel_config.n_mels}")
+            tagger = checkpoint.get("task") == MULTI_LABEL
             return cls(model, classes=checkpoint["classes"], mel_config=mel_config, standardize=standardize,
-                       segment_rule=segment_rule, device=device, batch_size=batch_size)
+                       segment_rule=segment_rule, device=device, batch_size=batch_size,
+                       thresholds=checkpoint["thresholds"] if tagger else None,
+                       pooling=checkpoint.get("pooling", "mean"))
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = " ".join((str(err).strip() or repr(err)).split())[:300]  # load_state_dict's is many lines
             message = f"{path}: not a usable vitaudio checkpoint ({type(err).__name__}: {reason})"
@@ -105,18 +117,32 @@ class AudioClassifier:
     def sample_rate(self) -> int:
         return self.mel_config.sample_rate
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether this is a tagger: sigmoid scores, any number of labels per clip."""
+        return self.thresholds is not None
+
+    @property
+    def task(self) -> str:
+        """"multi_label" for a tagger, else "single_label"."""
+        return MULTI_LABEL if self.multi_label else SINGLE_LABEL
+
     def __repr__(self) -> str:
         members = f" in {len(self.model.members)} members" if isinstance(self.model, ViTEnsemble) else ""
-        return (f"AudioClassifier({len(self.classes)} classes, {self.model.num_params() / 1e6:.2f} M parameters"
+        return (f"AudioClassifier({len(self.classes)} {'tags' if self.multi_label else 'classes'}, "
+                f"{self.model.num_params() / 1e6:.2f} M parameters"
                 f"{members}, {self.segment_rule.frames / self.mel_config.frames_per_second:.2f} s segments, "
                 f"{self.device})")
 
     def __call__(self, inputs: AudioInput | list[AudioInput], top_k: int | None = 5, *, batch_size: int | None = None,
                  return_segments: bool = False):
-        """Top-k [{"label", "score"}] of one input, or a list of them for a list of inputs.
+        """Top-k [{"label", "score"}] of one input, or a list of them for a list of inputs; `top_k` None: every
+        class. A tagger gives [{"label", "score", "tagged"}], every label that passes its threshold and the others
+        up to k, sorted by score.
 
         With return_segments, each result is {"predictions": [...], "segments": [{"start", "end", "predictions"}]}
-        (times in seconds): a timeline of what each segment alone predicts.
+        (times in seconds): a timeline of what each segment alone predicts (a tagger's: sound events, at the
+        resolution of a segment).
         """
         results = list(self.stream(_as_list(inputs), top_k, batch_size=batch_size, return_segments=return_segments))
         return results if isinstance(inputs, (list, tuple)) else results[0]
@@ -128,7 +154,7 @@ class AudioClassifier:
         k = len(self.classes) if top_k is None else min(top_k, len(self.classes))
         if k < 1:
             raise ValueError(f"top_k must be >= 1 or None (all classes), got {top_k}")
-        for item in self._scored(inputs, self.model, batch_size, skip_errors):
+        for item in self._scored(inputs, self.model, batch_size, skip_errors, self.pooling):
             if isinstance(item, Exception):
                 yield item
                 continue
@@ -141,7 +167,7 @@ class AudioClassifier:
 
     def logits(self, inputs: AudioInput | list[AudioInput], *, batch_size: int | None = None) -> np.ndarray:
         """Clip logits: (n_classes,) for one input, (N, n_classes) for a list."""
-        return self._clip_outputs(inputs, self.model, batch_size)
+        return self._clip_outputs(inputs, self.model, batch_size, self.pooling)
 
     def embed(self, inputs: AudioInput | list[AudioInput], *, batch_size: int | None = None) -> np.ndarray:
         """Clip embeddings, the mean of the segments' pooled `forward_features`: (D,) or (N, D), D =
@@ -218,9 +244,10 @@ class AudioClassifier:
         return mel_db.unsqueeze(0)  # (M, T) -> (1, M, T)
 
     def _scored(self, inputs: Iterable[AudioInput], head: Callable[[Tensor, Tensor], Tensor], batch_size: int | None,
-                skip_errors: bool) -> Iterator:
+                skip_errors: bool, pooling: str = "mean") -> Iterator:
         """Yield (clip, clip output (K,), segment outputs (S, K)) per input, in order, scoring clips in batches
-        of about `batch_size` segments; a failed input yields its exception when skip_errors."""
+        of about `batch_size` segments, a clip's output its segments' pooled; a failed input yields its exception
+        when skip_errors."""
         batch_size = batch_size or self.batch_size
         pending, n_segments = [], 0
         for index, item in enumerate(inputs):
@@ -233,13 +260,13 @@ class AudioClassifier:
                 clip = err
             pending.append(clip)
             if n_segments >= batch_size:
-                yield from self._score_batch(pending, head, batch_size, skip_errors)
+                yield from self._score_batch(pending, head, batch_size, skip_errors, pooling)
                 pending, n_segments = [], 0
-        yield from self._score_batch(pending, head, batch_size, skip_errors)
+        yield from self._score_batch(pending, head, batch_size, skip_errors, pooling)
 
     @torch.inference_mode()
     def _score_batch(self, pending: list, head: Callable[[Tensor, Tensor], Tensor], batch_size: int,
-                     skip_errors: bool) -> Iterator:
+                     skip_errors: bool, pooling: str) -> Iterator:
         """Score the prepared clips of `pending` together; a clip whose outputs are not finite is an InputError
         (NaN scores are no answer, and not JSON)."""
         clips = [clip for clip in pending if isinstance(clip, PreparedClip)]
@@ -248,7 +275,8 @@ class AudioClassifier:
                                                          [clip.context for clip in clips])  # (sum S_i, ...)
             segment_outputs = torch.cat([head(chunk, context).float() for chunk, context in
                                          zip(segments.split(batch_size), contexts.split(batch_size))])  # (sum S_i, K)
-            clip_outputs = mean_per_clip(segment_outputs, clip_index, len(clips))  # (n_clips, K), as evaluation does
+            clip_outputs = pool_per_clip(segment_outputs, clip_index, len(clips), pooling)  # (n_clips, K), as
+            # evaluation pools them
             per_segment = segment_outputs.cpu().split([len(clip.segments) for clip in clips])
             scored = iter(zip(clips, clip_outputs.cpu(), per_segment))
         for clip in pending:
@@ -265,9 +293,10 @@ class AudioClassifier:
                 raise error
             yield error
 
-    def _clip_outputs(self, inputs, head: Callable[[Tensor, Tensor], Tensor], batch_size: int | None) -> np.ndarray:
+    def _clip_outputs(self, inputs, head: Callable[[Tensor, Tensor], Tensor], batch_size: int | None,
+                      pooling: str = "mean") -> np.ndarray:
         outputs = np.stack([clip_output.numpy() for _, clip_output, _ in
-                            self._scored(_as_list(inputs), head, batch_size, skip_errors=False)])
+                            self._scored(_as_list(inputs), head, batch_size, skip_errors=False, pooling=pooling)])
         return outputs if isinstance(inputs, (list, tuple)) else outputs[0]
 
     def _timeline(self, clip: PreparedClip, segment_logits: Tensor, k: int) -> list[dict[str, Any]]:
@@ -277,9 +306,17 @@ class AudioClassifier:
                  "predictions": self._ranked(logits, k)} for start, logits in zip(clip.starts, segment_logits)]
 
     def _ranked(self, logits: Tensor, k: int) -> list[dict[str, Any]]:
-        """(n_classes,) logits -> the k most probable [{"label", "score"}], softmax over all classes."""
-        scores, indices = logits.softmax(dim=0).topk(k)
-        return [{"label": self.classes[i], "score": float(s)} for s, i in zip(scores.tolist(), indices.tolist())]
+        """(n_classes,) logits -> the k most probable [{"label", "score"}], softmax over all classes; a tagger's
+        [{"label", "score", "tagged"}]: sigmoid scores, every label that passes its threshold and the others up to
+        k, sorted by score."""
+        if not self.multi_label:
+            scores, indices = logits.softmax(dim=0).topk(k)
+            return [{"label": self.classes[i], "score": float(s)} for s, i in zip(scores.tolist(), indices.tolist())]
+        scores = logits.sigmoid().tolist()
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+        tagged = apply_thresholds([scores], self.thresholds)[0].tolist()  # the reports' rule: score >= threshold
+        shown = [i for rank, i in enumerate(ranked) if rank < k or tagged[i]]
+        return [{"label": self.classes[i], "score": scores[i], "tagged": tagged[i]} for i in shown]
 
 
 def pipeline(checkpoint: str | Path, device: str = "auto", batch_size: int = 32) -> AudioClassifier:

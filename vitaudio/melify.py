@@ -9,6 +9,10 @@ Re-runs skip images that are already up to date; a DST made with other mel param
 completes it. Bad files are reported and skipped; a DST that cannot be written (a file, read-only, a full disk)
 raises LayoutError naming the path and the fix.
 
+SRC may also be a manifest (`.csv` or `.jsonl`: `path,label[,group][,split]`, see `vitaudio.manifest`): each
+listed file becomes `DST/<its path relative to the manifest, without extension>.png`, and `DST/labels.csv` lists the
+images with their labels, groups and splits. Rows that cannot be used are reported with their line numbers.
+
 Unlabelled audio (`train.py --unlabelled DIR`) has no class folders: every audio file anywhere under DIR becomes
 `DST/unlabelled/<its path under DIR>.png` (`melify(..., labelled=False)`), one pool that `data.MelClips` reads as
 one folder.
@@ -43,6 +47,7 @@ from .cli_help import DefaultsHelpFormatter
 from .errors import VitaudioError
 from .features import PNG_DB_MAX, PNG_DB_MIN, MelConfig, log_mel, mel_config_for, write_mel_png
 from .files import write_text_atomic
+from .manifest import LABELS_CSV, ManifestRow, is_manifest, manifest_text, read_manifest
 
 MANIFEST = "melify.json"
 GTZAN_FOLDERS = ("genres_original", "genres")  # what the GTZAN archives unpack into
@@ -154,20 +159,28 @@ def _check_destination(dst: Path, config: MelConfig, overwrite: bool) -> dict:
     return {} if overwrite else {r["source"]: r for r in manifest.get("files", [])}
 
 
-def _write_manifest(dst: Path, config: MelConfig, class_root: Path, records: list[dict]) -> None:
-    """Write DST/melify.json; LayoutError when it cannot be written (the images already there stay)."""
+def _write_manifest(dst: Path, config: MelConfig, source: Path, records: list[dict],
+                    rows: dict[str, ManifestRow] | None = None) -> None:
+    """Write DST/melify.json, and DST/labels.csv for the images made from the manifest rows `rows` (by output);
+    LayoutError when they cannot be written (the images already there stay)."""
     manifest = {
         "vitaudio_version": __version__,
         "mel_config": config.to_dict(),
         "png": {"bit_depth": 16, "db_min": PNG_DB_MIN, "db_max": PNG_DB_MAX,
                 "layout": "one row per mel band, lowest band in the bottom row; one column per frame"},
-        "source_root": str(class_root.resolve()),
+        "source_root": str(source),
         "files": records,
     }
-    try:
-        write_text_atomic(dst / MANIFEST, json.dumps(manifest, indent=1))  # the temporary file goes on failure
-    except OSError as err:
-        raise _unwritable(dst / MANIFEST, err) from None
+    files = {MANIFEST: json.dumps(manifest, indent=1)}
+    if rows is not None:
+        made = [rows[r["output"]] for r in records if r["status"] in (CONVERTED, UP_TO_DATE)]
+        files[LABELS_CSV] = manifest_text([{"path": f"{row.key}.png", "labels": row.labels, "group": row.group,
+                                            "split": row.split} for row in made])
+    for name, text in files.items():
+        try:
+            write_text_atomic(dst / name, text)  # the temporary file goes on failure
+        except OSError as err:
+            raise _unwritable(dst / name, err) from None
 
 
 def _unwritable(path: Path, err: OSError) -> LayoutError:
@@ -182,10 +195,23 @@ def _unwritable(path: Path, err: OSError) -> LayoutError:
     return LayoutError(f"cannot write {path}: {fix}")
 
 
+def source_files(src: Path) -> list[Path]:
+    """The audio files of SRC: its manifest's files, or those in its class folders, sorted."""
+    src = Path(src)
+    if is_manifest(src):
+        return sorted(row.source for row in read_manifest(src).rows)
+    return [f for class_dir in _subfolders(find_class_root(src)) for f in find_audio_files(class_dir)]
+
+
+def source_root(src: Path) -> Path:
+    """What a melify output records as made from: a manifest file, or the folder of SRC's class folders."""
+    return Path(src).resolve() if is_manifest(src) else find_class_root(src).resolve()
+
+
 def mel_config_of_audio(src: Path, n_probe: int = 256) -> MelConfig:
     """The mel parameters `features.mel_config_for` gives SRC's audio: its most common sample rate and median
     clip length, read from the headers of up to `n_probe` files spread over the sorted list."""
-    files = [f for class_dir in _subfolders(find_class_root(Path(src))) for f in find_audio_files(class_dir)]
+    files = source_files(src)
     probed = [info for info in map(audio_info, files[::max(1, len(files) // n_probe)]) if info]
     if not probed:
         return MelConfig()  # nothing readable: melify reports each file
@@ -195,8 +221,9 @@ def mel_config_of_audio(src: Path, n_probe: int = 256) -> MelConfig:
 
 def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: int | None = None,
            overwrite: bool = False, progress: bool = True, labelled: bool = True) -> MelifyReport:
-    """Convert every audio file under SRC's class folders into DST/<class>/.../<stem>.png, with `config` or
-    by default the parameters `mel_config_of_audio` derives from SRC; see the module doc.
+    """Convert every audio file under SRC's class folders (or listed in SRC, a manifest) into
+    DST/<class>/.../<stem>.png (DST/<its path>.png), with `config` or by default the parameters
+    `mel_config_of_audio` derives from SRC; see the module doc.
 
     The classes are the subfolders of `find_class_root(SRC)`: SRC itself, or the folder reached by stepping down
     through wrapper folders that hold one subfolder and no audio (as unpacked archives often have them), rather
@@ -205,10 +232,18 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
     src, dst = Path(src), Path(dst)
     if not labelled and not src.is_dir():
         raise LayoutError(f"{src} is not a folder of unlabelled audio")
-    class_root = find_class_root(src) if labelled else src
-    if class_root != src:
+    from_manifest = labelled and is_manifest(src)
+    class_root = src.parent if from_manifest else find_class_root(src) if labelled else src
+    if class_root != src and not from_manifest:
         print(f"melify: the class folders are in {class_root}", file=sys.stderr)
-    config = config or mel_config_of_audio(class_root)
+    config = config or mel_config_of_audio(src if from_manifest else class_root)
+    rows = None
+    if from_manifest:
+        manifest = read_manifest(src)
+        for problem in manifest.problems:
+            print(f"melify: skipped {problem}", file=sys.stderr)
+        rows = {f"{row.key}.png": row for row in manifest.rows}
+    made_from = (src if from_manifest else class_root).resolve()  # what melify.json says DST is made from
     if dst.exists() and not dst.is_dir():
         raise LayoutError(f"{dst} is a file, not a folder: DST is the folder melify writes its class folders "
                           f"into; choose a new or empty folder")
@@ -219,35 +254,27 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
             stale.unlink()
         # claims DST for these parameters before any image exists, keeping the records of the images already
         # there: a training reading DST meanwhile (another process) still finds every clip's source
-        _write_manifest(dst, config, class_root, list(old_records.values()))
+        _write_manifest(dst, config, made_from, list(old_records.values()))
         if (src / "metadata.csv").is_file():  # clip groups travel with the images, for leak-free splits
             shutil.copyfile(src / "metadata.csv", dst / "metadata.csv")
     except OSError as err:
         raise _unwritable(Path(err.filename or dst), err) from None
 
     records, tasks, outputs_seen = [], [], {}
-    # (folder of audio, the folder its images go to under DST): a class folder each, or the whole pool
-    folders = [(d, Path(d.name)) for d in _subfolders(class_root)] if labelled else [(src, Path(UNLABELLED))]
-    for folder, out_folder in folders:
-        sources = find_audio_files(folder)
-        if not sources:  # no class to learn: say so rather than train on one class fewer unawares
-            print(f"melify: {'class folder' if labelled else 'unlabelled'} {folder} holds no audio: left out",
-                  file=sys.stderr)
-        for source in sources:
-            rel_source = source.relative_to(class_root)
-            rel_output = (out_folder / source.relative_to(folder)).with_suffix(".png")
-            record = {"source": rel_source.as_posix(), "output": rel_output.as_posix(),
-                      "duration": None, "status": None, "error": None}
-            records.append(record)
-            output = dst / rel_output
-            if rel_output in outputs_seen:
-                record.update(status=FAILED, error=f"same output name as {outputs_seen[rel_output]}; rename one")
-            elif not overwrite and output.exists() and output.stat().st_mtime >= source.stat().st_mtime:
-                old = old_records.get(record["source"], {})
-                record.update(status=UP_TO_DATE, duration=old.get("duration") or _duration(source))
-            else:
-                tasks.append((record, (source, output, config)))
-            outputs_seen.setdefault(rel_output, record["source"])
+    for source, rel_source, rel_output in (_manifest_clips(rows.values(), class_root) if rows is not None else
+                                           _folder_clips(src, class_root, labelled)):
+        record = {"source": rel_source, "output": rel_output.as_posix(),
+                  "duration": None, "status": None, "error": None}
+        records.append(record)
+        output = dst / rel_output
+        if rel_output in outputs_seen:
+            record.update(status=FAILED, error=f"same output name as {outputs_seen[rel_output]}; rename one")
+        elif not overwrite and output.exists() and output.stat().st_mtime >= source.stat().st_mtime:
+            old = old_records.get(record["source"], {})
+            record.update(status=UP_TO_DATE, duration=old.get("duration") or _duration(source))
+        else:
+            tasks.append((record, (source, output, config)))
+        outputs_seen.setdefault(rel_output, record["source"])
 
     workers = min(workers or os.cpu_count() or 1, max(1, len(tasks) // CLIPS_PER_WORKER_MIN))
     bar = tqdm(total=len(records), initial=len(records) - len(tasks), desc="melify", unit="clip",
@@ -260,8 +287,34 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
             bar.update()
     finally:
         bar.close()
-        _write_manifest(dst, config, class_root, records)
+        _write_manifest(dst, config, made_from, records, rows)
     return MelifyReport(records)
+
+
+def _folder_clips(src: Path, class_root: Path, labelled: bool):
+    """Yield (audio file, its path as recorded, its image's path under DST) for class folders (`labelled`) or an
+    unlabelled pool."""
+    # (folder of audio, the folder its images go to under DST): a class folder each, or the whole pool
+    folders = [(d, Path(d.name)) for d in _subfolders(class_root)] if labelled else [(src, Path(UNLABELLED))]
+    for folder, out_folder in folders:
+        sources = find_audio_files(folder)
+        if not sources:  # no class to learn: say so rather than train on one class fewer unawares
+            print(f"melify: {'class folder' if labelled else 'unlabelled'} {folder} holds no audio: left out",
+                  file=sys.stderr)
+        for source in sources:
+            yield source, source.relative_to(class_root).as_posix(), (out_folder / source.relative_to(folder)
+                                                                      ).with_suffix(".png")
+
+
+def _manifest_clips(rows, base: Path):
+    """Yield (audio file, its path as recorded, its image's path under DST) for manifest rows: the path relative
+    to the manifest's folder (or absolute, outside it), and the clip key mirrored under DST."""
+    for row in rows:
+        try:
+            recorded = row.source.relative_to(base).as_posix()
+        except ValueError:
+            recorded = str(row.source.resolve())
+        yield row.source, recorded, Path(f"{row.key}.png")
 
 
 def cached_melify(root: Path, config: MelConfig | None = None, workers: int | None = None, *,
@@ -292,7 +345,7 @@ def cached_melify(root: Path, config: MelConfig | None = None, workers: int | No
 
 def earlier_outputs(root: Path, config: MelConfig) -> list[Path]:
     """The folders next to `root` that hold melify output of it made with `config`, sorted."""
-    source = str(find_class_root(root).resolve())
+    source = str(source_root(root))
     found = []
     for folder in sorted(p for p in Path(root).resolve().parent.iterdir() if (p / MANIFEST).is_file()):
         try:
@@ -328,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "hops, 32 ms windows and 64 bands at the file's rate (at most 22,050 "
                                             "Hz) for shorter clips. melify.json records what was used.",
                                      formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("src", type=Path, help="folder of class folders of audio (e.g. data/gtzan)")
+    parser.add_argument("src", type=Path, help="folder of class folders of audio (e.g. data/gtzan), or a CSV/JSON "
+                                               "Lines manifest with columns path,label[,group][,split]")
     parser.add_argument("dst", type=Path, help="output folder for the PNGs and melify.json")
     helps = {"sample_rate": "audio is resampled to this rate (Hz)", "n_fft": "STFT window length in samples",
              "hop_length": "samples between frames", "n_mels": "mel bands (image height)",

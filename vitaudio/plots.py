@@ -1,4 +1,4 @@
-"""Pictures of data and runs: mels, training curves, confusion matrices, per-class scores, attention rollout,
+"""Pictures of data and runs: mels, training curves, confusion matrices, per-class scores and AP, attention rollout,
 embedding projections.
 
 Figures are made with matplotlib's `Figure` directly, not pyplot: no backend is switched, no display is needed,
@@ -22,19 +22,28 @@ FREQ_TICKS_HZ = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
 
 def plot_curves(metrics: list[dict], path: Path | None = None) -> Figure:
-    """Loss and accuracy per epoch (train and validation) from the records of metrics.jsonl; an ensemble's records
-    carry a "member" field, and each member gets its own lines."""
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    """Loss and accuracy per epoch (train and validation) from the records of metrics.jsonl, and a tagger's val mAP
+    beside them where the records have "val_map" (a tagger's accuracy is the share of its label decisions that are
+    right); an ensemble's records carry a "member" field, and each member gets its own lines."""
+    with_map = any("val_map" in m for m in metrics)
+    fig = Figure(figsize=(15 if with_map else 10, 4))
+    ax_loss, ax_acc, *ax_map = fig.subplots(1, 3 if with_map else 2)
     for member in dict.fromkeys(m.get("member") for m in metrics):  # None for a one-model run
         records = [m for m in metrics if m.get("member") == member]
         epochs, suffix = [m["epoch"] for m in records], "" if member is None else f", member {member}"
         for split in ("train", "val"):
             ax_loss.plot(epochs, [m[f"{split}_loss"] for m in records], marker=".", label=split + suffix)
             ax_acc.plot(epochs, [m[f"{split}_acc"] for m in records], marker=".", label=split + suffix)
+        if with_map:
+            scored = [m for m in records if "val_map" in m]
+            ax_map[0].plot([m["epoch"] for m in scored], [m["val_map"] for m in scored], marker=".",
+                           label="val" + suffix, color=ax_acc.lines[-1].get_color())  # as its val accuracy
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (val: clip level)", ylim=(0, 1))
-    for ax in (ax_loss, ax_acc):
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1),
+               title="label decisions right (val: clip level)" if with_map else "accuracy (val: clip level)")
+    for ax in ax_map:
+        ax.set(xlabel="epoch", ylabel="mAP", title="mean average precision (val: clip level)", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc, *ax_map):
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)
@@ -63,7 +72,8 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
 
 
 def plot_per_class_metrics(report: dict, path: Path | None = None) -> Figure:
-    """Precision, recall and F1 of every class as grouped bars, from a test_report.json dict."""
+    """Precision, recall and F1 of every class as grouped bars, from a test_report.json dict (a classifier's or a
+    tagger's)."""
     classes = report["classes"]
     per_class = report["per_class"]
     names = ("precision", "recall", "f1")
@@ -75,10 +85,34 @@ def plot_per_class_metrics(report: dict, path: Path | None = None) -> Figure:
         ax.bar(positions + (i - 1) * width, [per_class[c][name] for c in classes], width, label=name)
     ax.set_xticks(positions, [f"{c}\n(n={per_class[c]['support']})" for c in classes],
                   rotation=45 if len(classes) > 8 else 0, ha="right" if len(classes) > 8 else "center")
-    ax.set(ylim=(0, 1.05), ylabel="score",
-           title=f"per class: accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f}")
+    if report.get("task") == "multi_label":  # a tagger's: at the thresholds tuned on validation
+        title = f"per class at the tuned thresholds: mAP {_score(report['map'])}, macro F1 {_score(report['macro_f1'])}"
+    else:
+        title = f"per class: accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f}"
+    ax.set(ylim=(0, 1.05), ylabel="score", title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_per_class_ap(report: dict, path: Path | None = None) -> Figure:
+    """Average precision of every class as horizontal bars, best at the top, from a multi-label test_report.json
+    dict (`tagging.tagging_report`); classes without a positive clip (AP None) are listed last, without a bar."""
+    per_class = report["per_class"]
+    scored = sorted((c for c in report["classes"] if per_class[c]["ap"] is not None),
+                    key=lambda c: -per_class[c]["ap"])
+    unscored = [c for c in report["classes"] if per_class[c]["ap"] is None]
+    names = scored + unscored
+    fig = Figure(figsize=(7, 1.2 + 0.35 * len(names)))
+    ax = fig.subplots()
+    bars = ax.barh([f"{c} (n={per_class[c]['support']})" for c in names],
+                   [per_class[c]["ap"] or 0.0 for c in names], color="tab:blue")
+    ax.bar_label(bars, labels=[f"{per_class[c]['ap']:.3f}" if c in scored else "no positive clip" for c in names],
+                 padding=3, fontsize=8)
+    ax.invert_yaxis()  # best class at the top
+    ax.set(xlim=(0, 1.15), xlabel="average precision",
+           title=f"per-class AP: mAP {_score(report['map'])} over {len(scored)} classes, {report['n_clips']} clips")
+    ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 
 
@@ -264,6 +298,11 @@ def _class_colours(classes: Sequence[str]) -> dict[str, tuple]:
 
     palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     return {c: palette(i % palette.N) for i, c in enumerate(classes)}
+
+
+def _score(value: float | None) -> str:
+    """A report's score to three places; "n/a" where the report has none (no positive clip to measure by)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _note(text: str, path: Path | None) -> Figure:

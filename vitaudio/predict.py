@@ -3,6 +3,10 @@
 Prints a table, or `--format json` ([{"path", "predictions": [{"label", "score"}, ...]}], a failed file as
 {"path", "error"}) or `--format csv` (path,rank,label,score). Files that cannot be decoded are reported on
 stderr and skipped; the rest are classified, in batches. Exit status: 0 when at least one file was classified.
+
+A multi-label tagger's scores are sigmoids, and each file lists every label that passes its threshold plus the
+others up to --top-k: the table marks the tagged labels with `*`, JSON keeps each prediction's "tagged" and CSV
+adds a `tagged` column (1 or 0).
 """
 from __future__ import annotations
 
@@ -72,23 +76,28 @@ def classify(classifier: AudioClassifier, files: list[Path], top_k: int, batch_s
     return records
 
 
-def write_table(records: list[dict], out) -> None:
+def write_table(records: list[dict], out, multi_label: bool = False) -> None:
+    """One line per file: its labels and scores, a tagger's tagged labels marked `*`, or its error."""
     width = max([len("path"), *(len(r["path"]) for r in records)])
-    out.write(f"{'path':<{width}}  predictions (softmax score)\n")
+    scores = "sigmoid score, * = tagged" if multi_label else "softmax score"
+    out.write(f"{'path':<{width}}  predictions ({scores})\n")
     for record in records:
         if "error" in record:
             cells = f"error: {record['error']}"
         else:
-            cells = "   ".join(f"{p['label']} {p['score']:.3f}" for p in record["predictions"])
+            cells = "   ".join(f"{p['label']}{'*' if p.get('tagged') else ''} {p['score']:.3f}"
+                               for p in record["predictions"])
         out.write(f"{record['path']:<{width}}  {cells}\n")
 
 
-def write_csv(records: list[dict], out) -> None:
+def write_csv(records: list[dict], out, multi_label: bool = False) -> None:
+    """path,rank,label,score rows, and a tagger's `tagged` (1 or 0) after them."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "rank", "label", "score"])
+    writer.writerow(["path", "rank", "label", "score", *(["tagged"] if multi_label else [])])
     for record in records:
         for rank, prediction in enumerate(record.get("predictions", []), start=1):
-            writer.writerow([record["path"], rank, prediction["label"], f"{prediction['score']:.6f}"])
+            tagged = [int(prediction["tagged"])] if multi_label else []
+            writer.writerow([record["path"], rank, prediction["label"], f"{prediction['score']:.6f}", *tagged])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a train.py checkpoint, e.g. runs/<time>/best.pt, or a model "
                                                       "folder of model.safetensors and config.json")
     parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="audio files or folders of them")
-    parser.add_argument("--top-k", type=int, default=5, help="labels per file, capped at the classes")
+    parser.add_argument("--top-k", type=int, default=5,
+                        help="labels per file, capped at the classes; a tagger also lists every tagged label")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
     parser.add_argument("--batch-size", type=int, default=32, help="segments per forward pass")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if any")
@@ -120,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "json":  # strict JSON: inference refuses what would score NaN, and a NaN must not slip out
         sys.stdout.write(json.dumps(records, indent=1, allow_nan=False) + "\n")
     elif args.format == "csv":
-        write_csv(records, sys.stdout)
+        write_csv(records, sys.stdout, classifier.multi_label)
     else:
-        write_table(records, sys.stdout)
+        write_table(records, sys.stdout, classifier.multi_label)
     n_ok = sum("predictions" in r for r in records)
     if n_ok < len(records):
         print(f"predict: classified {n_ok} of {len(records)} files", file=sys.stderr)

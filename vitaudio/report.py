@@ -1,5 +1,6 @@
 """Clip-level test reports: accuracy, per-class precision/recall/F1, confusion matrix, per-clip predictions,
-and the files training and `evaluate` write from them."""
+and the files training and `evaluate` write from them. Multi-label runs (targets (N, C) multi-hot) get the tagging
+report of `vitaudio.tagging` instead: mAP, F1 at per-class thresholds, per-class AP."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-from .plots import plot_confusion_matrix
+from .manifest import LABEL_SEPARATOR
+from .plots import plot_confusion_matrix, plot_per_class_ap
+from .tagging import TaggingError, apply_thresholds, tagging_report
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -45,12 +48,66 @@ def write_predictions(path: Path, clips: list[str], clip_logits: torch.Tensor, l
             writer.writerow([clip, classes[label], classes[top_indices[0]], *ranked])
 
 
+def write_tagging_predictions(path: Path, clips: list[str], clip_probs: torch.Tensor, targets: torch.Tensor,
+                              classes: list[str], thresholds: list[float]) -> None:
+    """CSV: clip, true and predicted labels (`;`-joined names; predicted = scores reaching their class threshold),
+    then every class's sigmoid score; clip_probs and targets (N, C)."""
+    predicted = apply_thresholds(clip_probs, thresholds)  # (N, C) bool
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["clip", "true", "predicted", *classes])
+        for clip, target_row, predicted_row, scores in zip(clips, targets.tolist(), predicted.tolist(),
+                                                           clip_probs.tolist()):
+            writer.writerow([clip, _joined(classes, target_row), _joined(classes, predicted_row),
+                             *[f"{score:.4f}" for score in scores]])
+
+
 def write_test_outputs(out_dir: Path, clip_logits: torch.Tensor, labels: torch.Tensor, clips: list[str],
-                       classes: list[str], **extra) -> dict:
-    """test_report.json (the report and `extra`), test_predictions.csv and confusion_matrix.png for scored clips;
-    returns the report."""
+                       classes: list[str], *, thresholds: list[float] | None = None, **extra) -> dict:
+    """test_report.json (the report and `extra`), test_predictions.csv and a picture for scored clips; returns the
+    report.
+
+    Single-label: labels (N,) class indices, the picture confusion_matrix.png. Multi-label: labels (N, C) multi-hot
+    and `thresholds` (C floats, e.g. `tagging.tune_thresholds` on the validation clips) required; the report is
+    `tagging.tagging_report` of the sigmoid scores, the picture per_class_ap.png.
+    """
+    if labels.ndim == 2:
+        return _write_tagging_outputs(out_dir, clip_logits, labels, clips, classes, thresholds, **extra)
+    if thresholds is not None:
+        raise TaggingError("thresholds apply to multi-label labels (N, C); these labels are class indices (N,)")
     report = {**classification_report(clip_logits, labels, classes), **extra}
     (out_dir / "test_report.json").write_text(json.dumps(report, indent=1))
     write_predictions(out_dir / "test_predictions.csv", clips, clip_logits, labels, classes)
     plot_confusion_matrix(report["confusion_matrix"], classes, out_dir / "confusion_matrix.png")
     return report
+
+
+def _write_tagging_outputs(out_dir: Path, clip_logits: torch.Tensor, targets: torch.Tensor, clips: list[str],
+                           classes: list[str], thresholds: list[float] | None, **extra) -> dict:
+    """write_test_outputs for clip logits and multi-hot targets (N, C)."""
+    if thresholds is None:
+        raise TaggingError("a multi-label report needs one threshold per class: tune them on the validation clips "
+                           "with tagging.tune_thresholds and pass thresholds=...")
+    clip_probs = clip_logits.float().sigmoid()  # (N, C): each class scored on its own
+    report = {**tagging_report(clip_probs, targets, classes, thresholds), **extra}
+    (out_dir / "test_report.json").write_text(json.dumps(report, indent=1))
+    write_tagging_predictions(out_dir / "test_predictions.csv", clips, clip_probs, targets, classes, thresholds)
+    plot_per_class_ap(report, out_dir / "per_class_ap.png")
+    return report
+
+
+def _joined(classes: list[str], flags: list) -> str:
+    """The names of the classes whose flag is set, `;`-joined in class order."""
+    return LABEL_SEPARATOR.join(name for name, flag in zip(classes, flags) if flag)
+
+
+def scores_line(report: dict) -> str:
+    """The headline numbers of a test report: accuracy, macro F1 and balanced accuracy, or a tagger's mAP, macro
+    and micro F1 ("n/a" where the clips hold no positive to measure by)."""
+    def number(key: str) -> str:
+        return "n/a" if report.get(key) is None else f"{report[key]:.3f}"
+
+    if report.get("task") == "multi_label":
+        return f"mAP {number('map')} (macro F1 {number('macro_f1')}, micro F1 {number('micro_f1')})"
+    return (f"accuracy {number('accuracy')} (macro F1 {number('macro_f1')}, balanced accuracy "
+            f"{number('balanced_accuracy')})")

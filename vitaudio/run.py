@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, WeightedRandomSampler
 
-from .checkpoint import checkpoint_header, load_checkpoint, load_initial_weights
+from .checkpoint import checkpoint_header, load_checkpoint, load_initial_weights, save_checkpoint
 from .config import TrainConfig
 from .data import (
+    MULTI_LABEL,
     MelClips,
     SegmentRule,
     Standardize,
@@ -28,20 +29,28 @@ from .data import (
     train_transform,
 )
 from .distributed import DistContext, barrier, broadcast
-from .engine import LOWEST_VAL_LOSS, LoopConfig, evaluate, fit, warmup_then_plateau
+from .engine import LOWEST_VAL_LOSS, LoopConfig, evaluate, fit, inverse_frequency_weights, warmup_then_plateau
 from .errors import ConfigError
 from .features import MelConfig
 from .files import write_text_atomic
 from .melify import cached_melify
 from .model import ConvNet, ViT, ViTConfig, ViTEnsemble, vit_config
 from .plots import plot_curves
-from .report import write_test_outputs
+from .report import scores_line, write_test_outputs
 from .rundir import make_run_dir, read_metrics, read_saved_config, seed_everything
+from .scoring import POOLINGS
 from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
+from .tagging import tune_thresholds
 from .tensorboard_log import TensorBoardLog
 
 DEMO_ROOT = Path("data/demo")
 DEFAULT_SEGMENT_SECONDS = 3.0  # music: ~3 s of context per prediction, then a clip's segments are averaged
+BALANCE_RATIO = 2.0  # --balance auto compensates when the largest training class has more than this x the smallest's
+# What it compensates with: the weighted loss. On words_dev with half the classes cut to a fifth of their training
+# clips (bench/accuracy.py --imbalance 0.2) it kept balanced accuracy where it was and found the small classes more
+# often; the sampler, which sees fewer of the large classes' clips an epoch, lost more on those than it gained.
+AUTO_BALANCE = "weights"
+BALANCERS = {"sampler": "class-balanced sampling", "weights": "class-weighted loss"}
 
 
 @dataclass
@@ -55,6 +64,7 @@ class RunData:
     standardize: Standardize
     rule: SegmentRule
     model_config: ViTConfig
+    multi_label: bool = False  # a tagger: multi-hot targets, sigmoid scores (`data.MelClips`)
 
 
 def prepare_data(config: TrainConfig, mel_config: MelConfig | None = None) -> Path:
@@ -68,22 +78,32 @@ def prepare_data(config: TrainConfig, mel_config: MelConfig | None = None) -> Pa
     return cached_melify(Path(config.root or DEMO_ROOT), mel_config, config.workers)
 
 
-def clip_groups(config: TrainConfig, data_root: Path) -> dict[str, str] | None:
-    """Clip key -> group from --groups or ROOT/metadata.csv; None where there is no such file."""
+def clip_groups(config: TrainConfig, data_root: Path, clips: MelClips) -> dict[str, str] | None:
+    """Clip key -> group from --groups, the manifest's group column or ROOT/metadata.csv; None where there is
+    none."""
+    if not config.groups and clips.labels is not None:
+        return clips.labels.groups
     groups_csv = Path(config.groups) if config.groups else data_root / "metadata.csv"
-    groups = read_groups(groups_csv) if groups_csv.exists() else None
+    groups = read_groups(groups_csv) if groups_csv.is_file() else None
     if config.groups and groups is None:
         raise ConfigError(f"--groups {groups_csv}: needs columns clip,group")
     return groups
 
 
 def choose_split(config: TrainConfig, clips: MelClips, data_root: Path) -> dict[str, list[str]]:
-    """The split file if one is given, else a seeded split grouped by clip group where groups are known."""
+    """The split file if one is given, else the manifest's split column, else a seeded split grouped by clip group
+    where groups are known."""
+    given = clips.labels.given_split() if clips.labels is not None and not config.split_file else None
     if config.split_file:
         split = read_split_file(Path(config.split_file))
         source = config.split_file
+    elif given is not None:
+        split, no_split = given
+        source = f"the split column of {data_root}"
+        if no_split:
+            print(f"{source}: {len(no_split)} clips have no split and are left out, e.g. {no_split[0]}")
     else:
-        groups = clip_groups(config, data_root)
+        groups = clip_groups(config, data_root, clips)
         split = make_split(clips.keys, clips.targets, groups, seed=config.split_seed)
         source = f"the split of {data_root} (split seed {config.split_seed}, {'grouped' if groups else 'by clip'})"
     check_split(split, set(clips.keys), source)
@@ -113,7 +133,10 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
     if resume:
         return saved_run_data(resume, mel_root)
     mel_config = read_mel_config(mel_root)
-    all_clips = MelClips(mel_root)
+    all_clips = MelClips(mel_root, multi_label=config.multi_label or None)
+    if all_clips.multi_label and not config.multi_label:
+        print(f"multi-label tagging: some clips of {mel_root} have two labels or more (sigmoid scores, binary "
+              f"cross-entropy, a threshold per class tuned on validation)")
     data_root = Path(config.root) if config.root else DEMO_ROOT
     split = choose_split(config, all_clips, data_root)
     # Statistics and segment length of the shared split, so that every member of an ensemble sees inputs alike.
@@ -121,7 +144,8 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
     standardize = mel_stats(train_clips)
     frames = segment_frames(config.segment_seconds, mel_config, train_clips)
     if config.rotate_val:
-        split = rotated_split(split, all_clips, clip_groups(config, data_root), member, config.split_seed)
+        split = rotated_split(split, all_clips, clip_groups(config, data_root, all_clips), member,
+                              config.split_seed)
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes), patchout=config.patchout)
     model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
                     else vit_config(config.model, **overrides))
@@ -133,7 +157,7 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
         raise ConfigError(f"{mel_root} holds one class ({', '.join(all_clips.classes)}): a classifier needs at "
                           f"least two class folders, each with clips of its class")
     return RunData(mel_root, all_clips.classes, split, mel_config, standardize, SegmentRule(frames, frames),
-                   model_config)
+                   model_config, all_clips.multi_label)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -179,7 +203,7 @@ def saved_run_data(run_dir: Path, mel_root: Path | None = None) -> RunData:
     saved = read_saved_config(run_dir)
     return RunData(Path(mel_root or saved["mel_root"]), saved["classes"], read_split_file(run_dir / "split.json"),
                    MelConfig(**saved["mel"]), Standardize(**saved["normalization"]), SegmentRule(**saved["segment"]),
-                   ViTConfig(**saved["model"]))
+                   ViTConfig(**saved["model"]), saved.get("task") == MULTI_LABEL)
 
 
 def write_run_files(run_dir: Path, config: TrainConfig, data: RunData) -> None:
@@ -193,7 +217,7 @@ def write_run_files(run_dir: Path, config: TrainConfig, data: RunData) -> None:
         {"train": asdict(replace(config, segment_seconds=segment_seconds)), "model": asdict(data.model_config),
          "mel": data.mel_config.to_dict(),
          "segment": data.rule.to_dict(), "normalization": asdict(data.standardize), "classes": data.classes,
-         "mel_root": str(data.mel_root)}, indent=1))
+         "mel_root": str(data.mel_root), **({"task": MULTI_LABEL} if data.multi_label else {})}, indent=1))
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epoch: int):
@@ -209,6 +233,43 @@ def loop_config(config: TrainConfig, amp: bool = False) -> LoopConfig:
     return LoopConfig(epochs=config.epochs, patience=config.patience, criterion=LOWEST_VAL_LOSS,
                       label_smoothing=config.label_smoothing, mixup=config.mixup, grad_clip=config.grad_clip, amp=amp,
                       ema_epochs=config.ema_epochs, distill=config.distill, cutmix=config.cutmix)
+
+
+def class_balance(config: TrainConfig, classes: list[str], train_labels: list[int] | None, *, distributed: bool,
+                  log: bool) -> str:
+    """How training makes up for unequal classes, as --balance says: "sampler", "weights" or "none" (auto:
+    AUTO_BALANCE when the largest class has more than BALANCE_RATIO x the training clips of the smallest, else
+    none); one log line says so when it is on. `train_labels` None: multi-label clips, which are not balanced."""
+    if train_labels is None:
+        if config.balance in BALANCERS and log:
+            print(f"--balance {config.balance}: not applied, multi-label clips have no one class to balance by")
+        return "none"
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(classes))  # (n_classes,)
+    present = np.flatnonzero(counts)
+    if len(present) == 0:
+        return "none"
+    largest, smallest = present[counts[present].argmax()], present[counts[present].argmin()]
+    ratio = counts[largest] / counts[smallest]
+    balance = config.balance
+    if balance == "auto":
+        balance = AUTO_BALANCE if ratio > BALANCE_RATIO else "none"
+    fallback = ""
+    if balance == "sampler" and distributed:  # DistributedSampler already picks each process's share of the clips
+        balance, fallback = "weights", " (class-balanced sampling is not sharded across processes)"
+    if balance != "none" and log:
+        print(f"classes differ in size up to {ratio:.1f}x ({classes[largest]} {counts[largest]}, {classes[smallest]} "
+              f"{counts[smallest]} training clips): {BALANCERS[balance]}{fallback} (--balance none to turn off)")
+    return balance
+
+
+def balanced_sampler(train_labels: list[int], class_weights: list[float], n_unlabelled: int = 0
+                     ) -> WeightedRandomSampler:
+    """An epoch of len(train_labels) + n_unlabelled draws with replacement: a labelled clip with its class's weight,
+    an unlabelled one (after them, as in the ConcatDataset) with 1, so that each class is drawn alike and the
+    unlabelled pool keeps its share. It draws from torch's global generator, which last.pt saves: a resumed run
+    draws the same clips."""
+    clip_weights = [class_weights[label] for label in train_labels] + [1.0] * n_unlabelled
+    return WeightedRandomSampler(clip_weights, num_samples=len(clip_weights), replacement=True)
 
 
 def train_model(config: TrainConfig, resume: Path | None, device: torch.device, ctx: DistContext, *,
@@ -235,18 +296,29 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     frames = data.rule.frames
     augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch, gain_db=config.gain_db)
     transform = train_transform(frames, data.standardize, **augment)
-    train_set = MelClips(data.mel_root, data.split["train"], transform=transform, in_memory=in_memory)
+    train_set = MelClips(data.mel_root, data.split["train"], transform=transform, in_memory=in_memory,
+                         multi_label=data.multi_label)
+    train_labels = None if train_set.multi_label else train_set.targets
+    balance = class_balance(config, data.classes, train_labels, distributed=ctx.enabled, log=ctx.is_main)
+    class_weights = inverse_frequency_weights(train_labels, len(data.classes)) if balance != "none" else None
     n_unlabelled = 0
     if pool is not None:
         unlabelled = MelClips(pool[0], pool[1], transform=transform, in_memory=in_memory)
-        train_set, n_unlabelled = ConcatDataset([train_set, WithoutLabels(unlabelled)]), len(unlabelled)
-    sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if ctx.enabled else None
+        no_label = WithoutLabels(unlabelled, len(data.classes) if data.multi_label else None)
+        train_set, n_unlabelled = ConcatDataset([train_set, no_label]), len(unlabelled)
+    if ctx.enabled:
+        sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed)
+    elif balance == "sampler":
+        sampler = balanced_sampler(train_labels, class_weights, n_unlabelled)
+    else:
+        sampler = None
     # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
     # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=workers, pin_memory=pin,
                               drop_last=len(train_set) > config.batch_size * ctx.world_size)
-    val_loader = segment_loader(MelClips(data.mel_root, data.split["val"], in_memory=in_memory), data.rule,
+    val_loader = segment_loader(MelClips(data.mel_root, data.split["val"], in_memory=in_memory,
+                                         multi_label=data.multi_label), data.rule,
                                 data.standardize, batch_size=config.eval_batch_size, workers=workers, pin_memory=pin)
 
     cnn = architecture == "cnn"
@@ -264,11 +336,12 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
               f"{len(data.split['test'])}; device {device}{' + AMP' if amp else ''}"
               f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}; run {run_dir}")
     header = checkpoint_header(data.model_config, data.mel_config, data.classes, data.standardize, data.rule,
-                               train_config=asdict(config), architecture=architecture)
+                               train_config=asdict(config), architecture=architecture, multi_label=data.multi_label)
     board = TensorBoardLog(run_dir, data.classes) if config.log == "tensorboard" and ctx.is_main else None
+    loop = replace(loop_config(config, amp), class_weights=class_weights if balance == "weights" else None)
     with board or nullcontext():  # the event file is closed also when training fails
-        result = fit(model, train_loader, val_loader, optimizer, schedule, loop_config(config, amp), device=device,
-                     run_dir=run_dir, header=header, resume=resume is not None, dist=ctx, stop=stop,
+        result = fit(model, train_loader, val_loader, optimizer, schedule, loop, device=device, run_dir=run_dir,
+                     header=header, resume=resume is not None, dist=ctx, stop=stop,
                      on_epoch=board.log_epoch if board else None, teacher=teacher and teacher.to(device))
     if ctx.is_main:
         test_model(model, run_dir, data, config, device, best_epoch=result.best_epoch)
@@ -297,16 +370,36 @@ def test_model(model: ViT | ViTEnsemble | ConvNet, run_dir: Path, data: RunData,
                device: torch.device, *, best_epoch: int | list[int]) -> dict:
     """Score the test split once with `model` (holding the weights of `best_epoch`, one per member of an ensemble)
     and write the test report, predictions and pictures into `run_dir`."""
-    workers = config.loader_workers(device)
-    loader = segment_loader(MelClips(data.mel_root, data.split["test"]), data.rule, data.standardize,
-                            batch_size=config.eval_batch_size, workers=workers, pin_memory=device.type == "cuda")
-    result = evaluate(model, loader, device=device, amp=config.amp_on(device))
+    def loader_of(split: str):
+        clips = MelClips(data.mel_root, data.split[split], multi_label=data.multi_label)
+        return segment_loader(clips, data.rule, data.standardize, batch_size=config.eval_batch_size,
+                              workers=config.loader_workers(device), pin_memory=device.type == "cuda")
+
+    tagging = tune_tagger(model, loader_of("val"), run_dir, config, device) if data.multi_label else {}
+    loader = loader_of("test")
+    result = evaluate(model, loader, device=device, amp=config.amp_on(device), pooling=tagging.get("pooling", "mean"))
     paths = source_paths(data.mel_root)
     report = write_test_outputs(run_dir, result.clip_logits, result.labels,
                                 [paths.get(k, k) for k in loader.dataset.clips.keys], data.classes,
-                                best_epoch=best_epoch)
+                                best_epoch=best_epoch, **tagging)
     plot_curves(read_metrics(run_dir), run_dir / "curves.png")
-    print(f"test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}, balanced accuracy "
-          f"{report['balanced_accuracy']:.3f}) on {report['n_clips']} "
-          f"clips, best epoch {report['best_epoch']}; run saved in {run_dir}")
+    print(f"test {scores_line(report)} on {report['n_clips']} clips, best epoch {report['best_epoch']}; run saved "
+          f"in {run_dir}")
     return report
+
+
+def tune_tagger(model: torch.nn.Module, val_loader: DataLoader, run_dir: Path, config: TrainConfig,
+                device: torch.device) -> dict:
+    """A tagger's clip pooling (the one of higher val mAP; mean on a tie) and per-class thresholds (best val F1),
+    written into run_dir/best.pt; -> {"pooling", "thresholds"}."""
+    results = {pooling: evaluate(model, val_loader, device=device, amp=config.amp_on(device), pooling=pooling)
+               for pooling in POOLINGS}
+    pooling = max(POOLINGS, key=lambda name: (results[name].map, name == "mean"))
+    best = results[pooling]
+    thresholds = tune_thresholds(best.clip_logits.sigmoid(), best.labels)
+    checkpoint = load_checkpoint(run_dir / "best.pt", required=("model",))
+    save_checkpoint(run_dir / "best.pt", {**checkpoint, "pooling": pooling, "thresholds": thresholds})
+    print(f"clip scores: the {pooling} of the segments' (val mAP " +
+          ", ".join(f"{results[name].map:.3f} by {name}" for name in POOLINGS) +
+          "); a threshold per class where its val F1 is best")
+    return {"pooling": pooling, "thresholds": thresholds}

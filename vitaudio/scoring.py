@@ -1,4 +1,5 @@
-"""Running a model on clips: the device, mixed precision, and a clip's score as the mean of its segments' logits.
+"""Running a model on clips: the device, mixed precision, and a clip's score as the mean (or max) of its segments'
+logits.
 
 Training's evaluation and inference both score clips through these functions, so they cannot drift apart.
 """
@@ -28,14 +29,28 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+POOLINGS = ("mean", "max")  # how a clip's logits come from its segments'
+
+
 @torch.no_grad()
 def clip_logits_of(model: torch.nn.Module, segments: torch.Tensor, contexts: torch.Tensor, clip_index: torch.Tensor,
-                   n_clips: int, batch_size: int = 256) -> torch.Tensor:
+                   n_clips: int, batch_size: int = 256, pooling: str = "mean") -> torch.Tensor:
     """Segments (S, 1, M, L) of `n_clips` clips and their contexts (S, 2M) -> clip logits (n_clips, n_classes):
-    the mean of segment logits."""
+    the mean (or max, `pooling`) of segment logits."""
     segment_logits = torch.cat([model(chunk, context).float() for chunk, context in
                                 zip(segments.split(batch_size), contexts.split(batch_size))])  # (S, C)
-    return mean_per_clip(segment_logits, clip_index, n_clips)
+    return pool_per_clip(segment_logits, clip_index, n_clips, pooling)
+
+
+def pool_per_clip(segment_outputs: torch.Tensor, clip_index: torch.Tensor, n_clips: int,
+                  pooling: str = "mean") -> torch.Tensor:
+    """(S, K) outputs of the segments of `n_clips` clips -> (n_clips, K): each clip's mean, or its max (an event
+    heard in one segment of a long clip scores as high as in a short one)."""
+    if pooling == "max":
+        index = clip_index.unsqueeze(1).expand_as(segment_outputs)  # (S,) -> (S, K)
+        return segment_outputs.new_full((n_clips, segment_outputs.shape[1]), -torch.inf).scatter_reduce_(
+            0, index, segment_outputs, "amax")
+    return mean_per_clip(segment_outputs, clip_index, n_clips)
 
 
 def mean_per_clip(segment_outputs: torch.Tensor, clip_index: torch.Tensor, n_clips: int) -> torch.Tensor:

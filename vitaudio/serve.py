@@ -3,16 +3,20 @@
 The page (vitaudio/page/: index.html, page.css, page.js and tap.js, nothing loaded from elsewhere, no inline script)
 takes an audio file, or a recording from the microphone where the browser allows it (captured as PCM by the
 AudioWorklet in tap.js and encoded as WAV in the page, since browsers record webm/opus, which libsndfile cannot
-read), and shows the top-k classes as bars, the log-mel and the timeline of what each segment predicts. The server
+read), and shows the top-k classes as bars, the log-mel and the timeline of what each segment predicts (a
+multi-label tagger's tags, the labels past their thresholds, highlighted, and a timeline row per tag). The server
 reads those files from the installed package and serves only them (`PAGE_FILES`): any other path is a 404.
 
 API, for programs: `POST /api/predict` with an audio file as the raw body (any Content-Type) or as the first file
 of a multipart/form-data body (`?top_k=N` optional), e.g. `curl --data-binary @song.wav URL/api/predict` or
 `curl -F file=@song.wav URL/api/predict`. Answers JSON `{"predictions": [{"label", "score"}], "segments":
-[{"start", "end", "predictions"}], "duration": seconds, "mel_png": "data:image/png;base64,..."}`; errors are
-`{"error": message}` with 400 (not audio, silent, non-finite features, truncated upload, bad query), 403 (a Host
-or cross-origin Origin the server does not serve), 408 (upload stalled), 411 (no Content-Length), 413 (larger than
---max-upload-mb, or longer than --max-seconds). `GET /api/info` describes the model.
+[{"start", "end", "predictions"}], "duration": seconds, "mel_png": "data:image/png;base64,..."}`; a tagger's
+predictions are `{"label", "score", "tagged"}`: sigmoid scores, every tagged label and the others up to top_k.
+Errors are `{"error": message}` with 400 (not audio, silent, non-finite features, truncated upload, bad query), 403
+(a Host or cross-origin Origin the server does not serve), 408 (upload stalled), 411 (no Content-Length), 413
+(larger than --max-upload-mb, or longer than --max-seconds). `GET /api/info` describes the model and the limits:
+its classes and "task", "single_label" or "multi_label" (a tagger, whose "pooling" of segment logits and per-class
+"thresholds" it gives too).
 
 Standard library only (http.server): no extra dependency, no analytics, nothing that reaches the network. It binds
 127.0.0.1 unless told otherwise; it is a demo server, not one to expose to the internet. Still, it holds up to
@@ -120,6 +124,8 @@ class DemoServer(ThreadingHTTPServer):
     def info(self) -> dict:
         clf = self.clf
         return {"classes": clf.classes, "sample_rate": clf.sample_rate, "top_k": self.top_k,
+                "task": clf.task, "pooling": clf.pooling,
+                "thresholds": clf.thresholds,  # None for a single-label classifier
                 "segment_seconds": round(clf.segment_rule.frames / clf.mel_config.frames_per_second, 3),
                 "max_upload_bytes": self.max_upload_bytes, "max_upload_mb": _megabytes(self.max_upload_bytes),
                 "max_seconds": self.max_seconds}
@@ -273,7 +279,7 @@ class DemoHandler(BaseHTTPRequestHandler):
                                                                         "see the server's log"})
             return
         log.info("classified %.1f s of audio in %.0f ms: %s", answer["duration"],
-                 1000 * (time.perf_counter() - start), answer["predictions"][0]["label"])
+                 1000 * (time.perf_counter() - start), _headline(answer["predictions"]))
         self._send_json(HTTPStatus.OK, answer)
 
     def handle_expect_100(self) -> bool:
@@ -484,6 +490,13 @@ def _decoder_says(reason: str) -> str:
     reason = re.sub(r"Error opening <[^>]*>: ", "", reason)
     wrapped = re.fullmatch(r"not a readable audio file \((.*)\)", reason)
     return (wrapped.group(1) if wrapped else reason).rstrip(".")
+
+
+def _headline(predictions: list[dict]) -> str:
+    """What the log says a clip is: a tagger's tagged labels, else the top label."""
+    if "tagged" in predictions[0]:
+        return "+".join(p["label"] for p in predictions if p["tagged"]) or "no tag"
+    return predictions[0]["label"]
 
 
 def _megabytes(n_bytes: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -37,22 +37,27 @@ def read_groups(csv_path: Path) -> dict[str, str] | None:
         return {clip_key(row["clip"]): row["group"] for row in rows}
 
 
-def make_split(keys: list[str], labels: list[int], groups: dict[str, str] | None = None,
+def make_split(keys: list[str], labels: list[int | tuple[int, ...]], groups: dict[str, str] | None = None,
                fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, list[str]]:
     """Split clip keys into train/val/test, stratified by label and never putting one group in two splits.
 
     Without groups every clip is its own group. Groups are dealt out class by class (a group counts for its
     most common label) in a seeded random order, each to the split with the largest relative shortfall against its
-    target share of that class, so that a class of a few large groups still reaches val and test.
+    target share of that class, so that a class of a few large groups still reaches val and test. A clip of
+    several labels (a tuple of class indices) counts for the rarest of them, so that rare labels reach every split
+    where they can (stratification by the rarest label).
     """
     if groups is not None:
         missing = [k for k in keys if k not in groups]
         if missing:
             raise SplitError(f"{len(missing)} clips have no group in the groups file, e.g. {missing[0]!r}")
     group_of = {k: groups[k] if groups is not None else k for k in keys}
+    label_sets = [label if isinstance(label, tuple) else (label,) for label in labels]
+    clips_per_label = Counter(label for label_set in label_sets for label in label_set)
+    rarest = [min(label_set, key=lambda label: (clips_per_label[label], label)) for label_set in label_sets]
     clips_of_group: dict[str, list[str]] = defaultdict(list)
     label_votes: dict[str, list[int]] = defaultdict(list)
-    for key, label in sorted(zip(keys, labels)):
+    for key, label in sorted(zip(keys, rarest)):
         clips_of_group[group_of[key]].append(key)
         label_votes[group_of[key]].append(label)
     groups_of_label: dict[int, list[str]] = defaultdict(list)

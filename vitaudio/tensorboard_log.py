@@ -1,5 +1,6 @@
 """`--log tensorboard`: each epoch of a model's training (train and val loss and accuracy, the learning rate, the
-val confusion matrix) as TensorBoard event files in the model's own run directory, so that `tensorboard --logdir
+val confusion matrix; a tagger's val mAP and per-class average precision instead of the matrix) as TensorBoard
+event files in the model's own run directory, so that `tensorboard --logdir
 RUN_DIR` shows every model a run trains (an ensemble's members, a CNN teacher) as a run of its own.
 
 tensorboard is an optional extra: it is imported only when asked for, through `summary_writer_class`."""
@@ -8,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ConfigError
-from .plots import figure_rgb, plot_confusion_matrix
+from .plots import figure_rgb, plot_confusion_matrix, plot_per_class_ap
 from .report import confusion_matrix
+from .tagging import tagging_report
 
 INSTALL_COMMAND = 'pip install "vitaudio[tensorboard]" (in a clone of vitaudio: pip install -e ".[tensorboard]")'
 SCALAR_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
                "val_acc": "accuracy/val", "lr": "learning_rate"}  # metrics.jsonl field -> TensorBoard tag
 CONFUSION_TAG = "confusion_matrix/val"
+MAP_TAG, PER_CLASS_AP_TAG = "map/val", "per_class_ap/val"  # a tagger's, in place of the confusion matrix
 
 
 def summary_writer_class() -> type:
@@ -42,10 +45,15 @@ class TensorBoardLog:
         epoch = record["epoch"]
         for field, tag in SCALAR_TAGS.items():
             self._writer.add_scalar(tag, record[field], epoch)
-        predictions = record["val_clip_logits"].argmax(dim=1)
-        matrix = confusion_matrix(record["val_labels"], predictions, len(self.classes))
-        self._writer.add_image(CONFUSION_TAG, figure_rgb(plot_confusion_matrix(matrix.tolist(), self.classes)), epoch,
-                               dataformats="HWC")
+        logits, labels = record["val_clip_logits"], record["val_labels"]
+        if labels.dim() == 2:  # multi-hot: a tagger
+            self._writer.add_scalar(MAP_TAG, record["val_map"], epoch)
+            report = tagging_report(logits.sigmoid(), labels, self.classes, [0.5] * len(self.classes))
+            figure, tag = plot_per_class_ap(report), PER_CLASS_AP_TAG
+        else:
+            matrix = confusion_matrix(labels, logits.argmax(dim=1), len(self.classes))
+            figure, tag = plot_confusion_matrix(matrix.tolist(), self.classes), CONFUSION_TAG
+        self._writer.add_image(tag, figure_rgb(figure), epoch, dataformats="HWC")
         self._writer.flush()  # each epoch shows as it ends, and survives a killed run
 
     def close(self) -> None:

@@ -15,10 +15,29 @@ function colour(label) {
   return PALETTE[(index < 0 ? 0 : index) % PALETTE.length];
 }
 
+// A tagger's threshold for a label (on its sigmoid score), or null when the model info did not load.
+function threshold(label) {
+  const index = info && info.thresholds ? info.classes.indexOf(label) : -1;
+  return index < 0 ? null : info.thresholds[index];
+}
+
+function percent(score) {
+  return (100 * score).toFixed(1) + "%";
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
 async function loadInfo() {
   try {
     info = await (await fetch("/api/info")).json();
-    $("info").textContent = info.classes.length + " classes: " + info.classes.join(", ") + " \u00b7 segments of " +
+    const kind = info.task === "multi_label" ? " tags (a clip gets every tag whose score reaches its threshold): " :
+      " classes: ";
+    $("info").textContent = info.classes.length + kind + info.classes.join(", ") + " \u00b7 segments of " +
       info.segment_seconds + " s \u00b7 uploads up to " + info.max_upload_mb + " MB";
   } catch (err) {
     $("info").textContent = "cannot reach the server: " + err;
@@ -47,27 +66,67 @@ async function classify(blob, name) {
 }
 
 function show(answer, name) {
-  $("top-label").textContent = answer.predictions[0].label;
+  // a tagger's predictions say whether each label passes its threshold
+  const tagger = "tagged" in answer.predictions[0];
+  $("result").classList.toggle("tagger", tagger);
+  if (tagger) showTags(answer.predictions); else $("top-label").textContent = answer.predictions[0].label;
+  showBars(answer.predictions, tagger);
+  $("mel").src = answer.mel_png;
+  if (tagger) showTagRoll(answer); else showTimeline(answer);
+  $("duration").textContent = answer.duration.toFixed(2) + " s";
+  $("result").hidden = false;
+  const tags = tagger ? ", " + answer.predictions.filter((p) => p.tagged).length + " tag(s)" : "";
+  setStatus(name + ": " + answer.duration.toFixed(2) + " s, " + answer.segments.length + " segment(s)" + tags, false);
+}
+
+function showTags(predictions) {
+  const tagged = predictions.filter((p) => p.tagged);
+  const chips = tagged.map((p) => {
+    const chip = element("span", "tag", p.label);
+    chip.style.background = colour(p.label);
+    chip.title = p.label + " " + percent(p.score);
+    return chip;
+  });
+  $("top-label").replaceChildren(...(chips.length ? chips : [element("span", "no-tag", "none: no label reaches " +
+                                                                     "its threshold")]));
+}
+
+function showBars(predictions, tagger) {
   const bars = $("bars");
   bars.replaceChildren();
-  for (const p of answer.predictions) {
-    const row = document.createElement("div");
-    row.className = "bar-row";
-    const label = document.createElement("span");
-    label.textContent = p.label;
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.style.width = (100 * p.score).toFixed(1) + "%";
+  for (const p of predictions) {
+    const row = element("div", "bar-row" + (tagger ? (p.tagged ? " tagged" : " untagged") : ""));
+    const track = element("div", "track");
+    const bar = element("div", "bar");
+    bar.style.width = percent(p.score);
     bar.style.background = colour(p.label);
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = (100 * p.score).toFixed(1) + "%";
-    row.append(label, bar, score);
+    track.append(bar);
+    const cut = tagger ? threshold(p.label) : null;
+    if (cut !== null) {
+      const tick = element("div", "threshold");
+      tick.style.left = percent(cut);
+      track.append(tick);
+      row.title = p.label + ": score " + percent(p.score) + (p.tagged ? " reaches" : " is below") +
+        " its threshold " + percent(cut);
+    }
+    row.append(element("span", "name", (tagger && p.tagged ? "\u2713 " : "") + p.label), track,
+               element("span", "score", percent(p.score)));
     bars.append(row);
   }
-  $("mel").src = answer.mel_png;
+}
+
+function segmentBlock(segment, duration, label, className) {
+  const block = element("div", className);
+  block.style.left = (100 * segment.start / duration) + "%";
+  block.style.width = (100 * (segment.end - segment.start) / duration) + "%";
+  block.style.background = colour(label);
+  return block;
+}
+
+function showTimeline(answer) {
   const timeline = $("timeline");
   timeline.replaceChildren();
+  timeline.classList.remove("tag-roll");
   let lane = 0, laneEnd = 0, overlapping = false;
   for (const segment of answer.segments) {
     // the last segment is aligned to the clip's end and may overlap the one before: give it the other lane
@@ -75,20 +134,36 @@ function show(answer, name) {
     overlapping = overlapping || lane === 1;
     laneEnd = segment.end;
     const top = segment.predictions[0];
-    const block = document.createElement("div");
-    block.className = "segment lane" + lane;
-    block.style.left = (100 * segment.start / answer.duration) + "%";
-    block.style.width = (100 * (segment.end - segment.start) / answer.duration) + "%";
-    block.style.background = colour(top.label);
+    const block = segmentBlock(segment, answer.duration, top.label, "segment lane" + lane);
     block.textContent = top.label + " " + Math.round(100 * top.score) + "%";
     block.title = segment.start.toFixed(2) + "-" + segment.end.toFixed(2) + " s: " +
-      segment.predictions.map((p) => p.label + " " + (100 * p.score).toFixed(1) + "%").join(", ");
+      segment.predictions.map((p) => p.label + " " + percent(p.score)).join(", ");
     timeline.append(block);
   }
   timeline.classList.toggle("two-lanes", overlapping);
-  $("duration").textContent = answer.duration.toFixed(2) + " s";
-  $("result").hidden = false;
-  setStatus(name + ": " + answer.duration.toFixed(2) + " s, " + answer.segments.length + " segment(s)", false);
+}
+
+// A tagger's timeline: one row per label some segment is tagged with, a block wherever a segment is.
+function showTagRoll(answer) {
+  const timeline = $("timeline");
+  timeline.replaceChildren();
+  timeline.classList.remove("two-lanes");
+  timeline.classList.add("tag-roll");
+  const heard = new Set(answer.segments.flatMap((s) => s.predictions.filter((p) => p.tagged).map((p) => p.label)));
+  const labels = (info ? info.classes : [...heard]).filter((label) => heard.has(label));
+  for (const label of labels) {
+    const row = element("div", "tag-row");
+    for (const segment of answer.segments) {
+      const p = segment.predictions.find((q) => q.label === label && q.tagged);
+      if (!p) continue;
+      const block = segmentBlock(segment, answer.duration, label, "segment");
+      block.textContent = label + " " + Math.round(100 * p.score) + "%";
+      block.title = segment.start.toFixed(2) + "-" + segment.end.toFixed(2) + " s: " + label + " " + percent(p.score);
+      row.append(block);
+    }
+    timeline.append(row);
+  }
+  if (!labels.length) timeline.append(element("div", "no-tag", "no segment alone reaches a threshold"));
 }
 
 $("file").addEventListener("change", (event) => {
