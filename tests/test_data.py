@@ -172,3 +172,21 @@ def test_gain_raises_or_lowers_a_whole_training_clip_and_its_context_alike():
         torch.testing.assert_close(gained_context, context + torch.tensor([offset] * 8 + [0.0] * 8))  # its means
         offsets.append(offset)
     assert max(map(abs, offsets)) <= 1.2 and max(offsets) - min(offsets) > 1.0  # up to 12 dB / std 10, varied
+
+
+def test_mel_range_narrows_the_bands_at_either_end_and_stretches_them_back_over_the_image():
+    augment = CropWithContext(40, Standardize(mean=0.0, std=1.0), band_crop=0.25)
+    bands = torch.arange(16.0).view(1, 16, 1).expand(1, 16, 5)  # band k holds the value k, in every frame
+    lows, highs = set(), set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        ranged = augment.mel_range(bands)
+        assert ranged.shape == bands.shape and (ranged == ranged[..., :1]).all()  # time untouched
+        column = ranged[0, :, 0]
+        assert (column.diff() >= 0).all()  # still low to high, only stretched
+        low, high = float(column[0]), float(column[-1])
+        assert 0 <= low <= 4 and 11 <= high <= 15  # at most a quarter of the 16 bands cut at each end
+        lows.add(low)
+        highs.add(high)
+    assert len(lows) > 2 and len(highs) > 2  # fmin and fmax both vary
+    assert CropWithContext(40, Standardize(0.0, 1.0)).mel_range(bands) is bands  # off by default

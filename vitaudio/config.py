@@ -39,6 +39,7 @@ class TrainConfig:
     band_shift: float = 0.0  # shift training crops up or down the mel axis by up to this share of the bands (pitch)
     time_stretch: float = 0.0  # stretch training crops in time by a factor in [1 / (1 + x), 1 + x] (tempo)
     gain_db: float = 0.0  # raise or lower each training clip's level by up to this many dB
+    band_crop: float = 0.0  # narrow training crops' mel range by up to this share of the bands at each end (fmin/fmax)
     cutmix: bool = False  # mix batches by pasting a time span or mel band of the partner instead of blending
     patchout: float = 0.0  # drop this share of the patch grid's time columns and mel rows in training (PaSST)
     ema_epochs: float = 0.0  # score and keep a moving average of the weights over ~this many epochs; 0 = off
@@ -74,7 +75,7 @@ class TrainConfig:
             if not value > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be greater than 0")
         for name in ("mixup", "weight_decay", "label_smoothing", "warmup_epochs", "band_shift", "time_stretch",
-                     "ema_epochs", "distill", "gain_db"):
+                     "ema_epochs", "distill", "gain_db", "band_crop"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must not be negative")
         if self.workers is not None and self.workers < 0:

@@ -112,14 +112,15 @@ class CropWithContext:
     """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames) (a clip no longer than that: rolled in time
     by up to a quarter of it, as a one-second word is), raised or lowered by up to `gain_db` dB, standardised,
     shifted along the mel axis by up to `band_shift` x M bands and stretched in time by a factor in
-    [1 / (1 + time_stretch), 1 + time_stretch] (pitch and tempo, as seen in a mel image), then masked by
-    SpecAugment; the context (2M,): band stats of a random stretch of the standardised clip, from `frames` frames
-    to all)."""
+    [1 / (1 + time_stretch), 1 + time_stretch] (pitch and tempo, as seen in a mel image), its mel range narrowed at
+    each end by up to `band_crop` x M bands and stretched back to M (a random fmin and fmax, as seen in a mel
+    image), then masked by SpecAugment; the context (2M,): band stats of a random stretch of the standardised
+    clip, from `frames` frames to all)."""
 
     def __init__(self, frames: int, standardize: Standardize, *, band_shift: float = 0.0, time_stretch: float = 0.0,
-                 gain_db: float = 0.0):
+                 gain_db: float = 0.0, band_crop: float = 0.0):
         self.frames, self.standardize = frames, standardize
-        self.band_shift, self.time_stretch, self.gain_db = band_shift, time_stretch, gain_db
+        self.band_shift, self.time_stretch, self.gain_db, self.band_crop = band_shift, time_stretch, gain_db, band_crop
         self.mask = SpecAugment()
 
     def __call__(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +136,7 @@ class CropWithContext:
             offset = float(torch.empty(()).uniform_(-self.gain_db, self.gain_db)) / self.standardize.std
             n_mels = mel.shape[-2]
             crop, context = crop + offset, context + torch.cat([torch.full((n_mels,), offset), torch.zeros(n_mels)])
-        return self.mask(self.shift(crop)), context
+        return self.mask(self.mel_range(self.shift(crop))), context
 
     def stretched_crop(self, mel: torch.Tensor) -> torch.Tensor:
         """(1, M, T) -> (1, M, frames): a random window of frames x factor frames, resampled to `frames`."""
@@ -147,6 +148,19 @@ class CropWithContext:
         if window == self.frames:
             return crop
         return F.interpolate(crop, size=self.frames, mode="linear", align_corners=False)  # (1, M, frames)
+
+    def mel_range(self, mel: torch.Tensor) -> torch.Tensor:
+        """(1, M, L) -> (1, M, L): bands [low, high) stretched over all M, low and M - high each drawn from
+        [0, band_crop x M], as a mel filterbank with a random fmin and fmax would place them (EfficientAT)."""
+        most = int(self.band_crop * mel.shape[-2])
+        if not most:
+            return mel
+        low, cut_top = (int(n) for n in torch.randint(0, most + 1, (2,)))
+        if low == 0 and cut_top == 0:
+            return mel
+        kept = mel[:, low:mel.shape[-2] - cut_top]  # (1, M', L)
+        # (1, M', L) -> (1, 1, M', L) -> (1, 1, M, L): linear along the mel axis, time untouched
+        return F.interpolate(kept[None], size=mel.shape[-2:], mode="bilinear", align_corners=True)[0]
 
     def shift(self, mel: torch.Tensor) -> torch.Tensor:
         """(1, M, L) -> (1, M, L) moved up or down by up to band_shift x M bands, the bands left empty set to
@@ -164,10 +178,11 @@ class CropWithContext:
 
 
 def train_transform(frames: int, standardize: Standardize, *, band_shift: float = 0.0,
-                    time_stretch: float = 0.0, gain_db: float = 0.0) -> CropWithContext:
+                    time_stretch: float = 0.0, gain_db: float = 0.0, band_crop: float = 0.0) -> CropWithContext:
     """The training augmentation: dB mel (1, M, T) -> (random crop (1, M, frames), its level changed by up to
-    `gain_db`, standardised, shifted, stretched, masked; context)."""
-    return CropWithContext(frames, standardize, band_shift=band_shift, time_stretch=time_stretch, gain_db=gain_db)
+    `gain_db`, standardised, shifted, stretched, its mel range narrowed, masked; context)."""
+    return CropWithContext(frames, standardize, band_shift=band_shift, time_stretch=time_stretch, gain_db=gain_db,
+                           band_crop=band_crop)
 
 
 def clip_context(mel: torch.Tensor, rule: SegmentRule) -> torch.Tensor:

@@ -294,7 +294,8 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     # Decoded clips stay in RAM when this process loads them; workers would each fill a copy, every epoch anew.
     pin, in_memory = device.type == "cuda", workers == 0
     frames = data.rule.frames
-    augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch, gain_db=config.gain_db)
+    augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch, gain_db=config.gain_db,
+                   band_crop=config.band_crop)
     transform = train_transform(frames, data.standardize, **augment)
     train_set = MelClips(data.mel_root, data.split["train"], transform=transform, in_memory=in_memory,
                          multi_label=data.multi_label)
