@@ -112,3 +112,12 @@ def test_a_tagger_of_the_multi_label_demo_reaches_twice_the_map_of_chance(tmp_pa
     report = json.loads((run_dir / "test_report.json").read_text())
     chance = np.mean([c["support"] for c in report["per_class"].values()]) / report["n_clips"]
     assert 0.2 < chance < 0.5 and report["map"] >= 2 * chance, (report["map"], chance)
+
+    from vitaudio.checkpoint import save_pretrained
+
+    clips = sorted((tmp_path / "tags/clips").glob("*.wav"))[:6]
+    before = pipeline(run_dir / "best.pt", device="cpu")(clips, top_k=None)
+    after = pipeline(save_pretrained(run_dir / "best.pt", tmp_path / "model"), device="cpu")(clips, top_k=None)
+    score_of = [{r["label"]: r["score"] for r in result} for result in before + after]
+    assert max(abs(score_of[i][label] - score_of[i + 6][label]) for i in range(6) for label in score_of[i]) <= 1e-6
+    assert [[r["tagged"] for r in result] for result in before] == [[r["tagged"] for r in result] for result in after]
