@@ -63,8 +63,8 @@ class TrainConfig:
     multi_label: bool = False  # tag: sigmoid scores and per-class thresholds, also when each clip has one label
     # (a data set where some clip has two labels or more is multi-label anyway)
     balance: str = "auto"  # unequal classes: "sampler" draws every class alike, "weights" weights the loss by
-    # inverse class size; "auto" = the better one (run.AUTO_BALANCE) when the largest training class has more than
-    # twice the clips of the smallest
+    # inverse class size; "auto" = run.AUTO_BALANCE (weights) when the largest training class has more than twice
+    # the clips of the smallest
 
     def check(self) -> None:
         """Raise ConfigError naming the first out-of-range option (before anything is written)."""
@@ -176,8 +176,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
     parser.add_argument("--balance", default=defaults.balance,
                         help="classes of unequal size in the training split: sampler = draw clips with "
                              "probability inversely proportional to their class's size; weights = weight the loss "
-                             "by inverse class size; auto = the better of the two (as measured) when the largest "
-                             "class has more than twice the clips of the smallest; none = as they come. "
+                             "by inverse class size; auto = weights when the largest class has more than twice "
+                             "the clips of the smallest (unlabelled clips are not counted); none = as they come. "
                              f"Choose from {', '.join(BALANCES)}")
     parser.add_argument("--multi-label", action="store_true",
                         help="train a multi-label tagger (a sigmoid score and a threshold per class) even though "
