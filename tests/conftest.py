@@ -1,4 +1,6 @@
 """Shared helpers: tests make their own audio, there is no data to download."""
+import contextlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +8,22 @@ import pytest
 import soundfile as sf
 
 SR = 22050
+
+
+@contextlib.contextmanager
+def running(clf, **options):
+    """A DemoServer of the classifier `clf` on a free port of 127.0.0.1, serving in a thread while the block runs."""
+    from vitaudio import serve
+
+    demo = serve.make_server(clf, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=demo.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield demo
+    finally:
+        demo.shutdown()
+        demo.server_close()
+        thread.join(timeout=5)
 
 
 def write_tone(path: Path, freq: float = 440.0, seconds: float = 2.0, sample_rate: int = SR,

@@ -7,16 +7,15 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import running
 
 from vitaudio import serve
 from vitaudio.checkpoint import load_checkpoint
@@ -25,29 +24,15 @@ from vitaudio.inference import pipeline
 MAX_UPLOAD_MB = 0.2
 
 
-@contextmanager
-def serving(checkpoint: Path, **options):
-    """A DemoServer of `checkpoint` on a free port of 127.0.0.1, serving in a thread while the block runs."""
-    demo = serve.make_server(pipeline(checkpoint, device="cpu"), "127.0.0.1", 0, **options)
-    thread = threading.Thread(target=demo.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield demo
-    finally:
-        demo.shutdown()
-        demo.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def server(tiny_run):
-    with serving(tiny_run / "best.pt", max_upload_mb=MAX_UPLOAD_MB) as demo:
+    with running(pipeline(tiny_run / "best.pt", device="cpu"), max_upload_mb=MAX_UPLOAD_MB) as demo:
         yield demo
 
 
 @pytest.fixture(scope="module")
 def tagger_server(tiny_tagger):
-    with serving(tiny_tagger / "best.pt", top_k=1) as demo:
+    with running(pipeline(tiny_tagger / "best.pt", device="cpu"), top_k=1) as demo:
         yield demo
 
 

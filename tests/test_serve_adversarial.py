@@ -1,6 +1,5 @@
 """The demo server under bad input and load: bursts of clients, idle and slow connections, truncated uploads,
 non-finite audio, odd query values, foreign Host and Origin headers."""
-import contextlib
 import http.client
 import io
 import json
@@ -11,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import running
 
 from vitaudio import serve
 from vitaudio.inference import AudioClassifier, pipeline
@@ -19,20 +19,6 @@ from vitaudio.inference import AudioClassifier, pipeline
 @pytest.fixture(scope="module")
 def clf(tiny_run):
     return pipeline(tiny_run / "best.pt", device="cpu")
-
-
-@contextlib.contextmanager
-def running(clf, **options):
-    """A DemoServer on a free port of 127.0.0.1, serving in a thread while the block runs."""
-    demo = serve.make_server(clf, "127.0.0.1", 0, **options)
-    thread = threading.Thread(target=demo.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield demo
-    finally:
-        demo.shutdown()
-        demo.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
