@@ -10,7 +10,7 @@ from conftest import SR, write_tone
 from PIL import Image
 
 from vitaudio.features import MelConfig, mel_config_for, read_mel_png
-from vitaudio.melify import MANIFEST, LayoutError, find_class_root, melify
+from vitaudio.melify import MANIFEST, LayoutError, Shard, find_class_root, melify
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -161,3 +161,39 @@ def test_a_rerun_keeps_every_clip_in_the_manifest_while_it_converts_new_ones(ton
     assert seen_while_converting == [{"high/high.00000.wav", "high/high.00001.wav", "low/low.00000.wav",
                                       "low/low.00001.wav"}]
     assert len(json.loads((dst / MANIFEST).read_text())["files"]) == 5
+
+
+def test_three_shards_at_once_then_a_merging_run_give_what_one_run_gives(tmp_path):
+    src = tmp_path / "src"
+    for i in range(11):
+        write_tone(src / ("a" if i % 2 else "b") / f"clip{i:03d}.wav", 200 + 60 * i)
+    (src / "b" / "broken.wav").write_bytes(b"RIFF not audio")
+    melify(src, tmp_path / "one", workers=1, progress=False)
+    dst = tmp_path / "sharded"
+    procs = [subprocess.Popen([sys.executable, "-m", "vitaudio.melify", str(src), str(dst), "--shard", f"{i}/3",
+                               "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (1, 2, 3)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
+    parts = [json.loads((dst / f"melify.shard-{i}-of-3.json").read_text())["files"] for i in (1, 2, 3)]
+    assert sorted(len(part) for part in parts) == [4, 4, 4]  # 12 files, every third to each part
+    assert not (dst / MANIFEST).exists()
+    report = melify(src, dst, workers=1, progress=False)  # converts nothing that is done, merges the parts
+    assert report.counts["converted"] == 0 and report.counts["up to date"] == 11
+    assert png_bytes(dst) == png_bytes(tmp_path / "one")
+
+    def outcome(root):  # each file's record, with what its run did to it folded into done / failed
+        return [{**r, "status": r["status"] != "failed"} for r in json.loads((root / MANIFEST).read_text())["files"]]
+
+    assert outcome(dst) == outcome(tmp_path / "one")
+    assert sorted((r["source"] for part in parts for r in part)) == sorted(r["source"] for r in outcome(dst))
+    assert not list(dst.glob("melify.shard-*"))  # merged, so removed
+
+
+def test_shard_numbers_are_checked_and_parts_cover_every_clip_once():
+    assert Shard.parse("2/3") == Shard(2, 3)
+    for bad in ("0/3", "4/3", "3", "a/b", "1/0"):
+        with pytest.raises(LayoutError, match="expected I/N with 1 <= I <= N"):
+            Shard.parse(bad)
+    shards = [Shard(i, 4) for i in (1, 2, 3, 4)]
+    assert all(sum(shard.holds(position) for shard in shards) == 1 for position in range(50))

@@ -13,6 +13,11 @@ SRC may also be a manifest (`.csv` or `.jsonl`: `path,label[,group][,split]`, se
 listed file becomes `DST/<its path relative to the manifest, without extension>.png`, and `DST/labels.csv` lists the
 images with their labels, groups and splits. Rows that cannot be used are reported with their line numbers.
 
+Large corpora convert on several machines into one DST: `--shard I/N` converts the I-th of N parts of SRC (every
+N-th clip of the sorted list, from the I-th) and records them in `DST/melify.shard-I-of-N.json`; N such runs (a
+Slurm array, any job runner) may run at once. A last run without `--shard`, once they are done, converts what
+none of them did, merges their records into melify.json (and labels.csv) and removes the shard files.
+
 Unlabelled audio (`train.py --unlabelled DIR`) has no class folders: every audio file anywhere under DIR becomes
 `DST/unlabelled/<its path under DIR>.png` (`melify(..., labelled=False)`), one pool that `data.MelClips` reads as
 one folder.
@@ -56,6 +61,7 @@ CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
 # with torch's own threads: measured on 2 cores (bench/melify_bench.py), a pool pays off from ~500 clips on.
 CLIPS_PER_WORKER_MIN = 250
 UNLABELLED = "unlabelled"  # the one folder of an unlabelled pool's images
+SHARD_RECORDS = "melify.shard-*-of-*.json"  # what --shard runs leave for the next run without --shard to merge
 
 
 class LayoutError(VitaudioError, ValueError):
@@ -79,6 +85,36 @@ class MelifyReport:
     def summary(self) -> str:
         counts = self.counts
         return f"converted {counts[CONVERTED]}, up to date {counts[UP_TO_DATE]}, failed {counts[FAILED]}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The `index`-th (from 1) of `count` parts of a melify run: the clips at positions index - 1, index - 1 +
+    count, ... of the sorted list, so that parts are equal within one clip and the same on every machine."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """"2/3" -> Shard(2, 3); LayoutError for anything else."""
+        index, _, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count))
+        except ValueError:
+            shard = None
+        if shard is None or not 1 <= shard.index <= shard.count:
+            raise LayoutError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. --shard 2/3 for the second "
+                              f"of three parts")
+        return shard
+
+    def holds(self, position: int) -> bool:
+        return position % self.count == self.index - 1
+
+    @property
+    def records_name(self) -> str:
+        """The file in DST that this part's records go to."""
+        return f"melify.shard-{self.index}-of-{self.count}.json"
 
 
 def find_class_root(src: Path) -> Path:
@@ -139,30 +175,36 @@ def _init_worker() -> None:
 
 
 def _check_destination(dst: Path, config: MelConfig, overwrite: bool) -> dict:
-    """Refuse a DST made with other parameters, or one that is not melify's; return its old records by source."""
+    """Refuse a DST made with other parameters, or one that is not melify's; return its old records by source,
+    those of melify.json and of any --shard runs' record files (which are newer)."""
     manifest_path = dst / MANIFEST
-    if not manifest_path.exists():
+    shard_paths = sorted(dst.glob(SHARD_RECORDS)) if dst.is_dir() else []
+    if not manifest_path.exists() and not shard_paths:
         if dst.exists() and any(dst.iterdir()) and not overwrite:
             raise LayoutError(f"{dst} is not empty and has no {MANIFEST}: it was not made by melify. "
                               f"Choose an empty or new DST folder (or pass --overwrite).")
         return {}
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        old_config = manifest["mel_config"]
-    except (ValueError, KeyError) as err:
-        raise LayoutError(f"{manifest_path} is unreadable ({err}); delete DST or pass --overwrite.") from None
-    if old_config != config.to_dict() and not overwrite:
-        changed = ", ".join(f"{k}: {old_config.get(k)} -> {v}" for k, v in config.to_dict().items()
-                            if old_config.get(k) != v)
-        raise LayoutError(f"{dst} was made with other mel parameters ({changed}). Use another DST, "
-                          f"or pass --overwrite to convert everything again with the new ones.")
-    return {} if overwrite else {r["source"]: r for r in manifest.get("files", [])}
+    old_records = {}
+    for path in [manifest_path] * manifest_path.exists() + shard_paths:
+        try:
+            manifest = json.loads(path.read_text())
+            old_config = manifest["mel_config"]
+        except (OSError, ValueError, KeyError) as err:
+            raise LayoutError(f"{path} is unreadable ({err}); delete it (or DST) or pass --overwrite.") from None
+        if old_config != config.to_dict() and not overwrite:
+            changed = ", ".join(f"{k}: {old_config.get(k)} -> {v}" for k, v in config.to_dict().items()
+                                if old_config.get(k) != v)
+            raise LayoutError(f"{path} was made with other mel parameters ({changed}). Use another DST, "
+                              f"or pass --overwrite to convert everything again with the new ones.")
+        old_records.update((r["source"], r) for r in manifest.get("files", []))
+    return {} if overwrite else old_records
 
 
 def _write_manifest(dst: Path, config: MelConfig, source: Path, records: list[dict],
-                    rows: dict[str, ManifestRow] | None = None) -> None:
+                    rows: dict[str, ManifestRow] | None = None, shard: Shard | None = None) -> None:
     """Write DST/melify.json, and DST/labels.csv for the images made from the manifest rows `rows` (by output);
-    LayoutError when they cannot be written (the images already there stay)."""
+    or, for a `shard`, its own records file alone. LayoutError when they cannot be written (the images already
+    there stay)."""
     manifest = {
         "vitaudio_version": __version__,
         "mel_config": config.to_dict(),
@@ -171,8 +213,11 @@ def _write_manifest(dst: Path, config: MelConfig, source: Path, records: list[di
         "source_root": str(source),
         "files": records,
     }
-    files = {MANIFEST: json.dumps(manifest, indent=1)}
-    if rows is not None:
+    if shard is not None:
+        files = {shard.records_name: json.dumps({**manifest, "shard": f"{shard.index}/{shard.count}"}, indent=1)}
+    else:
+        files = {MANIFEST: json.dumps(manifest, indent=1)}
+    if rows is not None and shard is None:
         made = [rows[r["output"]] for r in records if r["status"] in (CONVERTED, UP_TO_DATE)]
         files[LABELS_CSV] = manifest_text([{"path": f"{row.key}.png", "labels": row.labels, "group": row.group,
                                             "split": row.split} for row in made])
@@ -220,7 +265,8 @@ def mel_config_of_audio(src: Path, n_probe: int = 256) -> MelConfig:
 
 
 def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: int | None = None,
-           overwrite: bool = False, progress: bool = True, labelled: bool = True) -> MelifyReport:
+           overwrite: bool = False, progress: bool = True, labelled: bool = True,
+           shard: Shard | None = None) -> MelifyReport:
     """Convert every audio file under SRC's class folders (or listed in SRC, a manifest) into
     DST/<class>/.../<stem>.png (DST/<its path>.png), with `config` or by default the parameters
     `mel_config_of_audio` derives from SRC; see the module doc.
@@ -228,7 +274,8 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
     The classes are the subfolders of `find_class_root(SRC)`: SRC itself, or the folder reached by stepping down
     through wrapper folders that hold one subfolder and no audio (as unpacked archives often have them), rather
     than one class named after the outermost wrapper. `labelled=False`: SRC is an unlabelled pool, every audio
-    file under it goes to DST/unlabelled/ (see the module doc)."""
+    file under it goes to DST/unlabelled/ (see the module doc). A `shard` converts its part of the clips alone and
+    records them in its own file; the next run without one merges them (see the module doc)."""
     src, dst = Path(src), Path(dst)
     if not labelled and not src.is_dir():
         raise LayoutError(f"{src} is not a folder of unlabelled audio")
@@ -250,19 +297,24 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
     try:
         old_records = _check_destination(dst, config, overwrite)
         dst.mkdir(parents=True, exist_ok=True)
-        for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
-            stale.unlink()
+        if shard is None:  # (other shards may be writing theirs now)
+            for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
+                stale.unlink(missing_ok=True)
         # claims DST for these parameters before any image exists, keeping the records of the images already
         # there: a training reading DST meanwhile (another process) still finds every clip's source
-        _write_manifest(dst, config, made_from, list(old_records.values()))
-        if (src / "metadata.csv").is_file():  # clip groups travel with the images, for leak-free splits
+        _write_manifest(dst, config, made_from, [] if shard else list(old_records.values()), shard=shard)
+        if (src / "metadata.csv").is_file() and shard is None:  # clip groups travel with the images
             shutil.copyfile(src / "metadata.csv", dst / "metadata.csv")
     except OSError as err:
         raise _unwritable(Path(err.filename or dst), err) from None
 
     records, tasks, outputs_seen = [], [], {}
-    for source, rel_source, rel_output in (_manifest_clips(rows.values(), class_root) if rows is not None else
-                                           _folder_clips(src, class_root, labelled)):
+    clips = _manifest_clips(rows.values(), class_root) if rows is not None else _folder_clips(src, class_root,
+                                                                                              labelled)
+    for position, (source, rel_source, rel_output) in enumerate(clips):
+        if shard is not None and not shard.holds(position):
+            outputs_seen.setdefault(rel_output, rel_source)  # a clash with another part's clip is still one
+            continue
         record = {"source": rel_source, "output": rel_output.as_posix(),
                   "duration": None, "status": None, "error": None}
         records.append(record)
@@ -287,7 +339,10 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
             bar.update()
     finally:
         bar.close()
-        _write_manifest(dst, config, made_from, records, rows)
+        _write_manifest(dst, config, made_from, records, rows, shard)
+    if shard is None:
+        for merged in dst.glob(SHARD_RECORDS):  # their records are in melify.json now
+            merged.unlink(missing_ok=True)
     return MelifyReport(records)
 
 
@@ -397,16 +452,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores; one process "
                                                                   f"per {CLIPS_PER_WORKER_MIN} clips at most)")
     parser.add_argument("--overwrite", action="store_true", help="convert again everything, whatever DST holds")
+    parser.add_argument("--shard", metavar="I/N", help="convert only the I-th of N parts of SRC (runs on several "
+                                                       "machines into one DST); then run once without --shard to "
+                                                       "merge their records")
     args = parser.parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in fields(MelConfig) if getattr(args, f.name) is not None}
     try:
+        shard = Shard.parse(args.shard) if args.shard else None
         config = replace(mel_config_of_audio(args.src), **given)
-        report = melify(args.src, args.dst, config, workers=args.workers, overwrite=args.overwrite)
+        report = melify(args.src, args.dst, config, workers=args.workers, overwrite=args.overwrite, shard=shard)
     except (VitaudioError, ValueError) as err:  # ValueError: MelConfig's own checks of the flags
         print(f"melify: error: {err}", file=sys.stderr)
         return 2
-    print(f"{report.summary()} (see {args.dst / MANIFEST})")
-    return 0 if report.n_ok else 1
+    print(f"{report.summary()} (see {args.dst / (shard.records_name if shard else MANIFEST)})")
+    return 0 if report.n_ok or not report.records else 1  # a shard may hold no clip of a small SRC
 
 
 if __name__ == "__main__":
