@@ -14,8 +14,10 @@ from vitaudio.engine import (
     Schedule,
     fit,
     train_one_epoch,
+    warmup_then_cosine,
     warmup_then_plateau,
 )
+from vitaudio.errors import RunDirError
 from vitaudio.rundir import read_metrics
 
 
@@ -43,13 +45,15 @@ def loaders(seed: int = 0):
     return train, val
 
 
-def make(criterion=LOWEST_VAL_LOSS, warmup_epochs=1):
+def make(criterion=LOWEST_VAL_LOSS, warmup_epochs=1, cosine_epochs=0):
     torch.manual_seed(0)
     model = Linear()
     train, val = loaders()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
-    schedule = warmup_then_plateau(optimizer, steps_per_epoch=len(train), warmup_epochs=warmup_epochs,
-                                   criterion=criterion, factor=0.5, patience=1)
+    schedule = (warmup_then_cosine(optimizer, steps_per_epoch=len(train), warmup_epochs=warmup_epochs,
+                                   epochs=cosine_epochs) if cosine_epochs else
+                warmup_then_plateau(optimizer, steps_per_epoch=len(train), warmup_epochs=warmup_epochs,
+                                    criterion=criterion, factor=0.5, patience=1))
     return model, train, val, optimizer, schedule
 
 
@@ -80,7 +84,7 @@ def test_fit_asks_the_stop_hook_before_every_epoch_and_stops_when_it_says_so():
 def test_fit_stops_early_after_patience_epochs_without_a_better_score():
     model, train, val, optimizer, schedule = make()
     optimizer.param_groups[0]["lr"] = 0.0  # nothing changes, so nothing improves after epoch 1
-    schedule.warmup = None
+    schedule.per_step = None
     result = fit(model, train, val, optimizer, schedule, LoopConfig(epochs=20, patience=3),
                  device=torch.device("cpu"), log=False)
     assert (result.best_epoch, result.last_epoch, result.stopped_by) == (1, 4, "early stop")
@@ -97,20 +101,20 @@ def test_highest_accuracy_criterion_watches_accuracy_and_breaks_ties_by_loss():
     assert result.best_epoch == best["epoch"]
 
 
-@pytest.mark.parametrize("ema_epochs", [0.0, 2.0])
-def test_fit_with_a_run_dir_resumes_exactly_where_it_stopped(tmp_path, ema_epochs):
+@pytest.mark.parametrize("ema_epochs, cosine_epochs", [(0.0, 0), (2.0, 0), (0.0, 4)])
+def test_fit_with_a_run_dir_resumes_exactly_where_it_stopped(tmp_path, ema_epochs, cosine_epochs):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     for run_dir in (straight, interrupted):
         run_dir.mkdir()
-    model, train, val, optimizer, schedule = make()
+    model, train, val, optimizer, schedule = make(cosine_epochs=cosine_epochs)
     fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10, ema_epochs=ema_epochs),
         device=torch.device("cpu"), run_dir=straight, log=False)
-    model, train, val, optimizer, schedule = make()
+    model, train, val, optimizer, schedule = make(cosine_epochs=cosine_epochs)
     fit(model, train, val, optimizer, schedule, LoopConfig(epochs=2, patience=10, ema_epochs=ema_epochs),
         device=torch.device("cpu"), run_dir=interrupted, log=False)
     with open(interrupted / "metrics.jsonl", "a") as file:  # killed after this line, before last.pt was written
         file.write(json.dumps({"epoch": 3, "val_loss": 0.0}) + "\n")
-    model, train, val, optimizer, schedule = make()
+    model, train, val, optimizer, schedule = make(cosine_epochs=cosine_epochs)
     fit(model, train, val, optimizer, schedule, LoopConfig(epochs=4, patience=10, ema_epochs=ema_epochs),
         device=torch.device("cpu"), run_dir=interrupted, resume=True, log=False)
     drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(straight)]
@@ -130,6 +134,32 @@ def test_with_a_moving_average_the_average_is_scored_kept_and_left_in_the_model(
     assert torch.equal(last["model"]["fc.weight"], trained[-1])  # last.pt goes on from the trained weights
     assert not torch.equal(best["model"]["fc.weight"], trained[result.best_epoch - 1])  # best.pt: their average
     assert torch.equal(last["averaged"]["module.fc.weight"], model.fc.weight) == (result.best_epoch == 3)
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_a_hundredth_of_the_lr_at_the_last_step():
+    optimizer = torch.optim.AdamW(Linear().parameters(), lr=1.0)
+    schedule = warmup_then_cosine(optimizer, steps_per_epoch=10, warmup_epochs=2, epochs=12)
+    lrs = []
+    for _ in range(12 * 10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.per_step.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[20] == pytest.approx(1.0)  # warm-up over 2 x 10 steps
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))  # rising through the warm-up,
+    assert all(a > b for a, b in zip(lrs[20:], lrs[21:]))  # falling after it,
+    assert lrs[70] == pytest.approx(0.505)  # half-way down at the middle of the decay,
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # and lr / 100 after the last step
+    assert schedule.plateau is None
+
+
+def test_a_run_cannot_resume_under_another_kind_of_schedule(tmp_path):
+    model, train, val, optimizer, schedule = make(cosine_epochs=3)
+    fit(model, train, val, optimizer, schedule, LoopConfig(epochs=2, patience=10), device=torch.device("cpu"),
+        run_dir=tmp_path, log=False)
+    model, train, val, optimizer, schedule = make()
+    with pytest.raises(RunDirError, match="was a decay over its epochs, this recipe's is ReduceLROnPlateau"):
+        fit(model, train, val, optimizer, schedule, LoopConfig(epochs=3, patience=10), device=torch.device("cpu"),
+            run_dir=tmp_path, resume=True, log=False)
 
 
 def test_criterion_names_are_checked():

@@ -17,6 +17,7 @@ from .tensorboard_log import summary_writer_class
 TEACHERS = ("members", "cnn")  # what --distill learns from
 LOGS = ("none", "tensorboard")  # where each epoch's numbers also go, besides metrics.jsonl
 BALANCES = ("auto", "sampler", "weights", "none")  # how training makes up for classes of unequal size
+SCHEDULES = ("plateau", "cosine")  # the lr after the warm-up
 
 
 @dataclass
@@ -29,11 +30,14 @@ class TrainConfig:
     batch_size: int = 32  # per process
     lr: float = 1e-3  # AdamW peak learning rate, reached after the warm-up
     weight_decay: float = 0.05
-    warmup_epochs: int = 3  # linear warm-up from lr / 100; ReduceLROnPlateau takes over after it
+    warmup_epochs: int = 3  # linear warm-up from lr / 100; the schedule takes over after it
+    schedule: str = "plateau"  # "plateau": ReduceLROnPlateau on val clip loss; "cosine": a cosine decay to lr / 100
+    # at the last epoch, with no early stopping
     plateau_patience: int = 8  # epochs without a lower val clip loss before the lr is cut
     plateau_factor: float = 0.3  # the cut
     patience: int = 20  # early stopping: epochs without a lower val clip loss
     segment_seconds: float | None = None  # training crop and evaluation segment; None: 3 s, or the median clip if less
+    time_stride: int | None = None  # frames between the starts of neighbouring patches; None: the patch's width
     label_smoothing: float = 0.1
     mixup: float = 0.3  # Beta(alpha, alpha) mixup of training batches; 0 = off
     band_shift: float = 0.0  # shift training crops up or down the mel axis by up to this share of the bands (pitch)
@@ -93,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"--model {self.model}: not a preset (choose from {', '.join(sorted(PRESETS))})")
         if self.log not in LOGS:
             raise ConfigError(f"--log {self.log}: choose from {', '.join(LOGS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"--schedule {self.schedule}: choose from {', '.join(SCHEDULES)}")
         if self.balance not in BALANCES:
             raise ConfigError(f"--balance {self.balance}: choose from {', '.join(BALANCES)}")
         if self.log == "tensorboard":
@@ -153,6 +159,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
         parser.add_argument(f"--{name.replace('_', '-')}", type=float if name == "segment_seconds" else
                             type(getattr(defaults, name)),
                             default=getattr(defaults, name), help=help_text)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help="the lr after the warm-up: plateau = cut by 0.3 after 8 epochs without a lower val "
+                             "loss, with early stopping (--patience); cosine = decay to lr / 100 at the last epoch, "
+                             "every epoch trained")
     parser.add_argument("--teacher", choices=TEACHERS, default=defaults.teacher,
                         help="with --distill: members = each member learns from the ones before it; cnn = a small "
                              "CNN is trained first and every member learns from it")

@@ -46,20 +46,20 @@ class TrainStats:
 
 
 def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, *, device: torch.device,
-                    warmup: torch.optim.lr_scheduler.LRScheduler | None = None, amp: bool = False,
+                    per_step: torch.optim.lr_scheduler.LRScheduler | None = None, amp: bool = False,
                     scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
                     mixup_alpha: float = 0.0, grad_clip: float | None = 1.0, epoch: int = 0,
                     averaged: AveragedModel | None = None, teacher: torch.nn.Module | None = None,
                     distill: float = 0.0, temperature: float = 1.0, cutmix: bool = False,
                     class_weights: Tensor | None = None, progress: bool = True) -> TrainStats:
-    """One pass over `loader` of ((mel (B, 1, M, L), context (B, 2M)), labels (B,)) batches. `warmup` is stepped
-    and `averaged` (the weights' moving average) updated after every batch. Mixup mixes the contexts with the same
-    weight as the mels; with `cutmix`, the mels are mixed instead by pasting a time span or a mel band (one at
-    random per batch) of the partner's, (1 - mix) of the axis, onto each (CutMix, Yun et al., 2019, along one
-    axis as in EfficientAT). With a `teacher`, the loss is (1 - distill) x the labels' loss + distill x the KL
-    divergence from the teacher's softened predictions on the same (mixed) inputs (Hinton et al., 2015). Samples
-    labelled `data.NO_LABEL` (unlabelled clips) count in the teacher's term alone. `class_weights` (n_classes,)
-    weight each labelled sample's term of the labels' loss by its class (see `labels_loss`)."""
+    """One pass over `loader` of ((mel (B, 1, M, L), context (B, 2M)), labels (B,)) batches. `per_step` (the lr
+    schedule's per-batch part) is stepped and `averaged` (the weights' moving average) updated after every batch.
+    Mixup mixes the contexts with the same weight as the mels; with `cutmix`, the mels are mixed instead by pasting a
+    time span or a mel band (one at random per batch) of the partner's, (1 - mix) of the axis, onto each (CutMix, Yun
+    et al., 2019, along one axis as in EfficientAT). With a `teacher`, the loss is (1 - distill) x the labels' loss +
+    distill x the KL divergence from the teacher's softened predictions on the same (mixed) inputs (Hinton et al.,
+    2015). Samples labelled `data.NO_LABEL` (unlabelled clips) count in the teacher's term alone. `class_weights`
+    (n_classes,) weight each labelled sample's term of the labels' loss by its class (see `labels_loss`)."""
     model.train()
     total_loss, total_correct, total_seen, total_labelled = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
@@ -97,8 +97,8 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
             scaler.update()
         else:
             optimizer.step()
-        if warmup is not None:
-            warmup.step()
+        if per_step is not None:
+            per_step.step()
         if averaged is not None:
             averaged.update_parameters(getattr(model, "module", model))  # DDP wraps the model
         total_loss += loss.item() * len(labels)
@@ -232,11 +232,12 @@ LOWEST_VAL_LOSS, HIGHEST_VAL_ACCURACY = Criterion("loss"), Criterion("accuracy")
 
 @dataclass
 class Schedule:
-    """The learning rate over a run: `warmup` stepped after every batch of the first `warmup_epochs` epochs (and
-    after, where it no longer changes the rate), then `plateau` stepped once an epoch on the criterion's number."""
+    """The learning rate over a run: `per_step` stepped after every batch (a warm-up, or a warm-up and a decay over
+    the whole run), and `plateau`, where there is one, stepped once an epoch after the first `warmup_epochs` on the
+    criterion's number."""
 
-    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau
-    warmup: torch.optim.lr_scheduler.LRScheduler | None = None
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+    per_step: torch.optim.lr_scheduler.LRScheduler | None = None
     warmup_epochs: int = 0
 
 
@@ -249,6 +250,22 @@ def warmup_then_plateau(optimizer: torch.optim.Optimizer, *, steps_per_epoch: in
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=criterion.mode, factor=factor,
                                                          patience=patience)
     return Schedule(plateau, warmup, warmup_epochs)
+
+
+def warmup_then_cosine(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, warmup_epochs: int, epochs: int,
+                       floor: float = 0.01) -> Schedule:
+    """A linear warm-up from lr / 100 over `warmup_epochs`, then a cosine decay, step by step, to lr x `floor` at
+    the end of epoch `epochs` (Loshchilov and Hutter, 2017, without restarts; as DeiT and EfficientAT train)."""
+    warmup_steps = warmup_epochs * steps_per_epoch
+    decay_steps = max(1, epochs * steps_per_epoch - warmup_steps)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup_steps:
+            return 0.01 + 0.99 * step / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / decay_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return Schedule(per_step=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor), warmup_epochs=warmup_epochs)
 
 
 @dataclass
@@ -320,7 +337,7 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
         start = time.time()
         if sampler is not None:
             sampler.set_epoch(epoch)
-        stats = train_one_epoch(trained, train_loader, optimizer, device=device, warmup=schedule.warmup,
+        stats = train_one_epoch(trained, train_loader, optimizer, device=device, per_step=schedule.per_step,
                                 amp=loop.amp, scaler=scaler, label_smoothing=loop.label_smoothing,
                                 mixup_alpha=loop.mixup, grad_clip=loop.grad_clip, epoch=epoch, averaged=averaged,
                                 teacher=teacher if loop.distill else None, distill=loop.distill,
@@ -330,7 +347,7 @@ def fit(model: torch.nn.Module, train_loader, val_loader, optimizer: torch.optim
             [stats.loss_sum, stats.n_correct, stats.n_seen, stats.n_labelled], dist)
         val = evaluate(scored, val_loader, device=device, amp=loop.amp,  # every rank: same weights, same result
                        pooling=loop.pooling)
-        if epoch > schedule.warmup_epochs:
+        if schedule.plateau is not None and epoch > schedule.warmup_epochs:
             schedule.plateau.step(loop.criterion.watched(val))
         score = loop.criterion.score(val)
         improved = best_score is None or score > best_score
@@ -391,10 +408,11 @@ def _save_epoch(run_dir: Path, model: torch.nn.Module, averaged: AveragedModel |
                 best_score: list[float], best_epoch: int, improved: bool) -> None:
     """metrics.jsonl's line, best.pt when the epoch improved (the scored weights: the average when there is one),
     and last.pt, written last: it defines the resume point (`rundir.rewind_metrics` drops lines past it)."""
-    state = {"epoch": record["epoch"], "optimizer": optimizer.state_dict(), "scheduler": schedule.plateau.state_dict(),
+    state = {"epoch": record["epoch"], "optimizer": optimizer.state_dict(),
+             "scheduler": None if schedule.plateau is None else schedule.plateau.state_dict(),
              "rng": rng_state(), "best_score": best_score, "best_epoch": best_epoch}
-    if schedule.warmup is not None:
-        state["warmup"] = schedule.warmup.state_dict()
+    if schedule.per_step is not None:
+        state["warmup"] = schedule.per_step.state_dict()  # the key's name from when it was only a warm-up
     if best_score and len(best_score) == 1:
         state["best_val_loss"] = -best_score[0]  # how checkpoints of the lowest-val-loss criterion have said it
     checkpoint = {**header, "model": model.state_dict(), **state}
@@ -413,7 +431,12 @@ def _resume(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     metrics.jsonl to it (rank 0); -> (first epoch to train, best score, best epoch)."""
     # On the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the model's device.
     last = load_checkpoint(run_dir / "last.pt", required=RESUME_KEYS)
-    if last["scheduler"]["mode"] != schedule.plateau.mode:
+    if (last["scheduler"] is None) != (schedule.plateau is None):
+        kinds = ("a decay over its epochs", "ReduceLROnPlateau")
+        raise RunDirError(f"{run_dir}: this run's lr schedule was {kinds[last['scheduler'] is not None]}, this "
+                          f"recipe's is {kinds[schedule.plateau is not None]}, so it can't be resumed; resume with "
+                          f"the run's own --schedule, or start a new run (--init-from its best.pt).")
+    if schedule.plateau is not None and last["scheduler"]["mode"] != schedule.plateau.mode:
         raise RunDirError(f"{run_dir}: this run's lr schedule watched val "
                           f"{'loss' if last['scheduler']['mode'] == 'min' else 'accuracy'}, this vitaudio's watches "
                           f"val {criterion.metric}, so it can't be resumed; start a new run (--init-from its best.pt "
@@ -425,9 +448,10 @@ def _resume(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
                               f"does; start a new run (--init-from its best.pt to reuse the weights).")
         averaged.load_state_dict(last["averaged"])
     optimizer.load_state_dict(last["optimizer"])
-    if schedule.warmup is not None:
-        schedule.warmup.load_state_dict(last["warmup"])
-    schedule.plateau.load_state_dict(last["scheduler"])
+    if schedule.per_step is not None:
+        schedule.per_step.load_state_dict(last["warmup"])
+    if schedule.plateau is not None:
+        schedule.plateau.load_state_dict(last["scheduler"])
     set_rng_state(last["rng"])
     best_score = last.get("best_score") or [-last["best_val_loss"]]  # runs saved before best_score was
     if dist.is_main:
