@@ -337,11 +337,11 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
     frames = segment_frames(None, read_mel_config(bench.mel_root), train_clips)
     rule, standardize = SegmentRule(frames, frames), mel_stats(train_clips)
     train_set = MelClips(bench.mel_root, task.split["train"], transform=train_transform(frames, standardize),
-                         in_memory=True)
+                         stored=True)
     loaders = {"train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
                                    drop_last=len(train_set) > recipe.batch_size)}
     for name in ("val", "test"):
-        clips = MelClips(bench.mel_root, task.split[name], in_memory=True)
+        clips = MelClips(bench.mel_root, task.split[name], stored=True)
         loaders[name] = segment_loader(clips, rule, standardize, batch_size=recipe.eval_batch_size)
     model = ConvNet(n_classes=len(bench.classes)).to(bench.device)
     optimizer, schedule = make_optimizer(model, recipe, steps_per_epoch=len(loaders["train"]))

@@ -47,13 +47,55 @@ def test_dataset_keeps_only_the_split_and_all_classes(mel_root):
     assert len(clips) == 1 and clips.classes == ["a_low", "b_high"] and clips[0][1] == 1
 
 
-def test_in_memory_clips_match_the_files_and_read_each_file_once(mel_root):
-    in_memory = MelClips(mel_root, in_memory=True)
-    from_disk = [mel_db for mel_db, _ in MelClips(mel_root)]
-    assert all(torch.equal(in_memory[i][0], from_disk[i]) for i in range(len(in_memory)))
-    for path, _ in in_memory.samples:
+def test_stored_clips_match_the_pngs_and_decode_none_once_the_store_is_built(mel_root, monkeypatch):
+    import vitaudio.data
+
+    from_pngs = [mel_db for mel_db, _ in MelClips(mel_root)]
+    MelClips(mel_root, stored=True)  # builds mel_root/.store from the PNGs
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path}")
+
+    monkeypatch.setattr(vitaudio.data, "read_png16", no_decoding)
+    monkeypatch.setattr(vitaudio.data, "read_mel_png", no_decoding)
+    stored = MelClips(mel_root, stored=True)
+    assert stored.classes == ["a_low", "b_high"] and len(stored) == 4  # the store is no class, nor a clip
+    assert all(torch.equal(stored[i][0], from_pngs[i]) for i in range(len(stored)))
+    assert isinstance(stored.store.image("a_low/a_low.1.png"), np.memmap)  # a view of the file, not a copy
+
+
+def test_the_store_is_rebuilt_when_a_png_changes_and_the_old_one_removed(mel_root):
+    import os
+
+    MelClips(mel_root, stored=True)
+    old_files = sorted(p.name for p in (mel_root / ".store").iterdir())
+    write_mel_png(mel_root / "a_low/a_low.0.png", np.full((32, 50), -20.0, np.float32))  # melify rewrote it
+    os.utime(mel_root / "a_low/a_low.0.png", ns=(1, 1))  # an mtime no earlier run can share
+    stored = MelClips(mel_root, stored=True)
+    assert float(stored[0][0].mean()) == pytest.approx(-20.0, abs=PNG_DB_STEP)
+    new_files = sorted(p.name for p in (mel_root / ".store").iterdir())
+    assert len(new_files) == 2 and not set(old_files) & set(new_files)
+
+
+def test_loader_workers_map_the_store_rather_than_receive_a_copy(mel_root):
+    import pickle
+
+    stored = MelClips(mel_root, stored=True)
+    stored[0]  # maps the values in this process
+    assert stored.store._values is not None and len(pickle.dumps(stored.store)) < 2000  # names, not values
+    loader = torch.utils.data.DataLoader(stored, batch_size=None, num_workers=2)
+    assert all(torch.equal(a, b[0]) for (a, _), b in zip(loader, MelClips(mel_root)))
+
+
+def test_where_the_store_cannot_be_written_each_png_is_decoded_once(mel_root, capsys):
+    (mel_root / ".store").write_text("a file where the store's folder would go")
+    stored = MelClips(mel_root, stored=True)
+    assert stored.store is None and "cannot write a store" in capsys.readouterr().err
+    from_pngs = [mel_db for mel_db, _ in MelClips(mel_root)]
+    assert all(torch.equal(stored[i][0], from_pngs[i]) for i in range(len(stored)))
+    for path, _ in stored.samples:
         Path(path).write_bytes(b"not a png any more")  # a second read would fail
-    assert all(torch.equal(in_memory[i][0], from_disk[i]) for i in range(len(in_memory)))
+    assert all(torch.equal(stored[i][0], from_pngs[i]) for i in range(len(stored)))
 
 
 def test_random_crop_has_segment_length_and_pads_short_clips():

@@ -13,6 +13,7 @@ STAGES = [
     ["plots"],  # matplotlib figures, for any stage after the features
     ["manifest"],  # data sets listed in a CSV or JSON Lines file
     ["melify", "demo"],  # audio folders -> mel PNGs; the synthetic demo set
+    ["store"],  # the PNGs of a melify output as one memory-mapped file
     ["splits"],
     ["data"],  # datasets over melify output
     ["model"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .features import MelConfig, band_stats, png_to_db, read_mel_png, read_png16
 from .manifest import LABELS_CSV, Manifest, read_manifest
 from .melify import MANIFEST, LayoutError
 from .splits import clip_key
+from .store import MelStore
 
 NO_LABEL = -1  # the label of an unlabelled clip (every entry of its target, multi-label): only a teacher teaches
 SINGLE_LABEL, MULTI_LABEL = "single_label", "multi_label"  # a model's task: one class per clip, or any number of
@@ -208,18 +210,21 @@ class MelClips(DatasetFolder):
     Labels are the class folders `root/<class>/`, or, for melify output of a manifest, its labels.csv (clips with
     two labels or more anywhere in it make the whole data set multi-label). Class names are sorted over the whole
     root, so every split agrees on class indices; `classes` fixes them instead (a checkpoint's classes, when
-    scoring another root with it), and clips with none of those labels are left out. `in_memory` keeps each image
-    after its first decoding (2 bytes per value, ~330 KB per 30 s clip): for training in one process, which reads
-    every clip every epoch.
+    scoring another root with it), and clips with none of those labels are left out. `stored` reads the images
+    from the root's memory-mapped store (`store.MelStore`, built from the PNGs on first use) instead of decoding
+    PNGs: for training, which reads every clip every epoch; where the store cannot be written, a process that
+    loads for itself keeps each image after its first decoding instead (2 bytes per value, ~330 KB per 30 s
+    clip; loader workers do not, as each would fill a copy every epoch anew).
     """
 
     def __init__(self, root: Path, keys: list[str] | None = None, transform=None, classes: list[str] | None = None,
-                 *, in_memory: bool = False, multi_label: bool | None = None):
+                 *, stored: bool = False, multi_label: bool | None = None):
         self.root_path, self.fixed_classes = Path(root), classes
         self.labels = read_labels(self.root_path)
         # None: as the labels say; True: multi-hot targets also for one label per clip (tagging data)
         self.multi_label = multi_label if multi_label is not None else bool(self.labels and self.labels.multi_label)
-        self.images: dict[str, np.ndarray] | None = {} if in_memory else None  # path -> uint16 image
+        self.store = MelStore.open(self.root_path) if stored else None
+        self.images: dict[str, np.ndarray] | None = {} if stored and not self.store else None  # path -> image
         wanted = None if keys is None else set(keys)
 
         def is_clip(path: str) -> bool:
@@ -231,20 +236,28 @@ class MelClips(DatasetFolder):
                          target_transform=self.multi_hot if self.multi_label else None)
 
     def load(self, path: str) -> torch.Tensor:
-        """The clip's (1, n_mels, n_frames) float32 dB tensor, decoded once when `in_memory`."""
-        if self.images is None:
+        """The clip's (1, n_mels, n_frames) float32 dB tensor: from the store, or decoded (once when `stored`)."""
+        relative = Path(path).relative_to(self.root_path).as_posix()
+        if self.store is not None and relative in self.store:
+            image = self.store.image(relative)
+        elif self.images is not None and torch.utils.data.get_worker_info() is None:
+            if path not in self.images:
+                self.images[path] = read_png16(Path(path))
+            image = self.images[path]
+        else:
             return load_mel(path)
-        if path not in self.images:
-            self.images[path] = read_png16(Path(path))
-        return torch.from_numpy(png_to_db(self.images[path])).unsqueeze(0)  # (M, T) -> (1, M, T)
+        return torch.from_numpy(png_to_db(image)).unsqueeze(0)  # (M, T) -> (1, M, T)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         if self.fixed_classes is not None:
             classes = list(self.fixed_classes)
         elif self.labels is not None:
             classes = self.labels.classes
-        else:
-            return super().find_classes(directory)
+        else:  # the class folders; hidden ones (the store's) are none
+            classes = sorted(entry.name for entry in os.scandir(directory)
+                             if entry.is_dir() and not entry.name.startswith("."))
+            if not classes:
+                raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
         return classes, {name: i for i, name in enumerate(classes)}
 
     def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,

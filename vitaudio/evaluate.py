@@ -34,7 +34,8 @@ def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path |
     classes = checkpoint["classes"]
     mel_root = cached_melify(Path(root), MelConfig(**checkpoint["mel_config"]), workers)
     labels = read_labels(mel_root)
-    names = set(labels.classes) if labels else {p.name for p in mel_root.iterdir() if p.is_dir()}
+    names = set(labels.classes) if labels else {p.name for p in mel_root.iterdir()
+                                                        if p.is_dir() and not p.name.startswith(".")}
     unknown = sorted(names - set(classes))
     if unknown:
         raise LayoutError(f"{root} has {'labels' if labels else 'class folders'} the checkpoint does not know: "

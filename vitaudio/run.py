@@ -29,7 +29,15 @@ from .data import (
     train_transform,
 )
 from .distributed import DistContext, barrier, broadcast
-from .engine import LOWEST_VAL_LOSS, LoopConfig, evaluate, fit, inverse_frequency_weights, warmup_then_plateau
+from .engine import (
+    LOWEST_VAL_LOSS,
+    LoopConfig,
+    evaluate,
+    fit,
+    inverse_frequency_weights,
+    warmup_then_cosine,
+    warmup_then_plateau,
+)
 from .errors import ConfigError
 from .features import MelConfig
 from .files import write_text_atomic
@@ -40,6 +48,7 @@ from .report import scores_line, write_test_outputs
 from .rundir import make_run_dir, read_metrics, read_saved_config, seed_everything
 from .scoring import POOLINGS
 from .splits import check_split, make_split, read_groups, read_split_file, write_split_file
+from .store import MelStore
 from .tagging import tune_thresholds
 from .tensorboard_log import TensorBoardLog
 
@@ -149,6 +158,8 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
         split = rotated_split(split, all_clips, clip_groups(config, data_root, all_clips), member,
                               config.split_seed)
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes), patchout=config.patchout)
+    if config.time_stride:
+        overrides["patch_stride"] = (vit_config(config.model).patch_stride[0], config.time_stride)
     model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
                     else vit_config(config.model, **overrides))
     if frames < model_config.patch_size[1]:
@@ -223,16 +234,22 @@ def write_run_files(run_dir: Path, config: TrainConfig, data: RunData) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, *, steps_per_epoch: int):
-    """AdamW, and its schedule: a per-step linear warm-up from lr / 100, then ReduceLROnPlateau on val clip loss."""
+    """AdamW, and its schedule: a per-step linear warm-up from lr / 100, then ReduceLROnPlateau on val clip loss
+    or a cosine decay over the run's epochs (`config.schedule`)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.schedule == "cosine":
+        return optimizer, warmup_then_cosine(optimizer, steps_per_epoch=steps_per_epoch,
+                                             warmup_epochs=config.warmup_epochs, epochs=config.epochs)
     return optimizer, warmup_then_plateau(optimizer, steps_per_epoch=steps_per_epoch,
                                           warmup_epochs=config.warmup_epochs, criterion=LOWEST_VAL_LOSS,
                                           factor=config.plateau_factor, patience=config.plateau_patience)
 
 
 def loop_config(config: TrainConfig, amp: bool = False) -> LoopConfig:
-    """The loop of train.py's recipe: the best epoch has the lowest val clip loss."""
-    return LoopConfig(epochs=config.epochs, patience=config.patience, criterion=LOWEST_VAL_LOSS,
+    """The loop of train.py's recipe: the best epoch has the lowest val clip loss. A cosine schedule runs all its
+    epochs: early stopping would end it while the lr is still high."""
+    patience = config.patience if config.schedule == "plateau" else config.epochs
+    return LoopConfig(epochs=config.epochs, patience=patience, criterion=LOWEST_VAL_LOSS,
                       label_smoothing=config.label_smoothing, mixup=config.mixup, grad_clip=config.grad_clip, amp=amp,
                       ema_epochs=config.ema_epochs, distill=config.distill, cutmix=config.cutmix)
 
@@ -291,22 +308,22 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
         run_dir = resume or make_run_dir(config.out)
         if not resume:
             write_run_files(run_dir, config, data)
+        MelStore.open(data.mel_root)  # built once here, before the other ranks map it
     run_dir, data, pool = broadcast((run_dir, data, pool) if ctx.is_main else None, ctx)
 
-    # Decoded clips stay in RAM when this process loads them; workers would each fill a copy, every epoch anew.
-    pin, in_memory = device.type == "cuda", workers == 0
+    pin = device.type == "cuda"
     frames = data.rule.frames
     augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch, gain_db=config.gain_db,
                    band_crop=config.band_crop)
     transform = train_transform(frames, data.standardize, **augment)
-    train_set = MelClips(data.mel_root, data.split["train"], transform=transform, in_memory=in_memory,
+    train_set = MelClips(data.mel_root, data.split["train"], transform=transform, stored=True,
                          multi_label=data.multi_label)
     train_labels = None if train_set.multi_label else train_set.targets
     balance = class_balance(config, data.classes, train_labels, distributed=ctx.enabled, log=ctx.is_main)
     class_weights = inverse_frequency_weights(train_labels, len(data.classes)) if balance != "none" else None
     n_unlabelled = 0
     if pool is not None:
-        unlabelled = MelClips(pool[0], pool[1], transform=transform, in_memory=in_memory)
+        unlabelled = MelClips(pool[0], pool[1], transform=transform, stored=True)
         no_label = WithoutLabels(unlabelled, len(data.classes) if data.multi_label else None)
         train_set, n_unlabelled = ConcatDataset([train_set, no_label]), len(unlabelled)
     if ctx.enabled:
@@ -320,7 +337,7 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=workers, pin_memory=pin,
                               drop_last=len(train_set) > config.batch_size * ctx.world_size)
-    val_loader = segment_loader(MelClips(data.mel_root, data.split["val"], in_memory=in_memory,
+    val_loader = segment_loader(MelClips(data.mel_root, data.split["val"], stored=True,
                                          multi_label=data.multi_label), data.rule,
                                 data.standardize, batch_size=config.eval_batch_size, workers=workers, pin_memory=pin)
 
