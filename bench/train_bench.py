@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -205,6 +206,14 @@ def whole_child(root: Path, epochs: int, device: str) -> dict:
     return result
 
 
+def mirror(root: Path, folder: Path) -> Path:
+    """`root`'s files as links under `folder`, its hidden folders left out: what an earlier commit sees of a melify
+    output without the files later commits add to it (their store, which it would take for a class)."""
+    if not folder.exists():
+        shutil.copytree(root.resolve(), folder, copy_function=os.symlink, ignore=shutil.ignore_patterns(".*"))
+    return folder
+
+
 def whole(args) -> None:
     """Rows of whole-training numbers for this tree and the baseline commit, each thread count, one invocation."""
     with tempfile.TemporaryDirectory(prefix="train_bench_") as tmp_name:
@@ -220,7 +229,8 @@ def whole(args) -> None:
             for threads in args.threads:
                 for name, tree in trees.items():
                     env = {**os.environ, "VITAUDIO_TREE": str(tree), "OMP_NUM_THREADS": str(threads)}
-                    done = subprocess.run([sys.executable, __file__, "--whole-child", str(root), "--epochs",
+                    data = root if tree == REPO else mirror(root, tmp / "baseline-root")
+                    done = subprocess.run([sys.executable, __file__, "--whole-child", str(data), "--epochs",
                                            str(args.epochs), "--device", args.device], env=env, check=True,
                                           capture_output=True, text=True)
                     rows.append((name, threads, json.loads(done.stdout.strip().splitlines()[-1])))

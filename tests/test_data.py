@@ -49,6 +49,7 @@ def test_dataset_keeps_only_the_split_and_all_classes(mel_root):
 
 def test_stored_clips_match_the_pngs_and_decode_none_once_the_store_is_built(mel_root, monkeypatch):
     import vitaudio.data
+    import vitaudio.store
 
     from_pngs = [mel_db for mel_db, _ in MelClips(mel_root)]
     MelClips(mel_root, stored=True)  # builds mel_root/.store from the PNGs
@@ -57,6 +58,7 @@ def test_stored_clips_match_the_pngs_and_decode_none_once_the_store_is_built(mel
         raise AssertionError(f"decoded {path}")
 
     monkeypatch.setattr(vitaudio.data, "read_png16", no_decoding)
+    monkeypatch.setattr(vitaudio.store, "read_png16", no_decoding)  # nor a needless rebuild
     monkeypatch.setattr(vitaudio.data, "read_mel_png", no_decoding)
     stored = MelClips(mel_root, stored=True)
     assert stored.classes == ["a_low", "b_high"] and len(stored) == 4  # the store is no class, nor a clip
@@ -64,17 +66,24 @@ def test_stored_clips_match_the_pngs_and_decode_none_once_the_store_is_built(mel
     assert isinstance(stored.store.image("a_low/a_low.1.png"), np.memmap)  # a view of the file, not a copy
 
 
-def test_the_store_is_rebuilt_when_a_png_changes_and_the_old_one_removed(mel_root):
+def test_the_store_is_rebuilt_when_a_png_changes_and_the_old_one_kept_for_trainings_still_reading_it(mel_root):
     import os
 
-    MelClips(mel_root, stored=True)
-    old_files = sorted(p.name for p in (mel_root / ".store").iterdir())
+    from vitaudio.store import STALE_AFTER_S
+
+    old = MelClips(mel_root, stored=True)
+    old_files = sorted((mel_root / ".store").iterdir())
     write_mel_png(mel_root / "a_low/a_low.0.png", np.full((32, 50), -20.0, np.float32))  # melify rewrote it
     os.utime(mel_root / "a_low/a_low.0.png", ns=(1, 1))  # an mtime no earlier run can share
     stored = MelClips(mel_root, stored=True)
     assert float(stored[0][0].mean()) == pytest.approx(-20.0, abs=PNG_DB_STEP)
-    new_files = sorted(p.name for p in (mel_root / ".store").iterdir())
-    assert len(new_files) == 2 and not set(old_files) & set(new_files)
+    assert len(list((mel_root / ".store").iterdir())) == 4
+    assert float(old[0][0].mean()) < -40  # a training that began before goes on with its own store
+    for path in old_files:  # a day later
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - STALE_AFTER_S - 1))
+    write_mel_png(mel_root / "a_low/a_low.1.png", np.full((32, 130), -30.0, np.float32))
+    MelClips(mel_root, stored=True)
+    assert not any(path.exists() for path in old_files) and len(list((mel_root / ".store").iterdir())) == 4
 
 
 def test_loader_workers_map_the_store_rather_than_receive_a_copy(mel_root):

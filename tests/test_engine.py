@@ -257,3 +257,20 @@ def test_cut_mix_pastes_one_span_of_the_partner_along_time_or_mel():
             assert pasted.all(dim=1).sum() == 2 and pasted.sum() == 2 * 20
             seen_axes.add("mel")
     assert seen_axes == {"time", "mel"}
+
+
+def test_the_cosine_recipe_runs_every_epoch_and_a_resume_cannot_change_its_length(tmp_path):
+    from dataclasses import asdict
+
+    from vitaudio.config import TrainConfig, config_of_run
+    from vitaudio.errors import ConfigError
+    from vitaudio.run import loop_config, make_optimizer
+
+    cosine = TrainConfig(schedule="cosine", epochs=40, patience=20)
+    assert loop_config(cosine).patience >= 40 and loop_config(TrainConfig(patience=20)).patience == 20
+    _, schedule = make_optimizer(Linear(), cosine, steps_per_epoch=5)
+    assert schedule.plateau is None and schedule.per_step is not None
+    (tmp_path / "config.json").write_text(json.dumps({"train": asdict(cosine)}))
+    assert config_of_run(tmp_path).epochs == 40
+    with pytest.raises(ConfigError, match="decays over its 40 epochs"):
+        config_of_run(tmp_path, epochs=60)

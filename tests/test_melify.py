@@ -152,9 +152,9 @@ def test_a_rerun_keeps_every_clip_in_the_manifest_while_it_converts_new_ones(ton
     write_tone(tone_tree / "low" / "low.new.wav", 250.0)
     seen_while_converting, real_run = [], melify_module._run
 
-    def run_and_look(tasks, workers):  # another process reading DST meanwhile (a training) sees this manifest
+    def run_and_look(tasks, workers, **kwargs):  # another process reading DST meanwhile (a training) sees this manifest
         seen_while_converting.append({r["source"] for r in json.loads((dst / MANIFEST).read_text())["files"]})
-        return real_run(tasks, workers)
+        return real_run(tasks, workers, **kwargs)
 
     monkeypatch.setattr(melify_module, "_run", run_and_look)
     melify(tone_tree, dst, progress=False)
@@ -186,7 +186,7 @@ def test_three_shards_at_once_then_a_merging_run_give_what_one_run_gives(tmp_pat
         return [{**r, "status": r["status"] != "failed"} for r in json.loads((root / MANIFEST).read_text())["files"]]
 
     assert outcome(dst) == outcome(tmp_path / "one")
-    assert sorted((r["source"] for part in parts for r in part)) == sorted(r["source"] for r in outcome(dst))
+    assert sorted(r["source"] for part in parts for r in part) == sorted(r["source"] for r in outcome(dst))
     assert not list(dst.glob("melify.shard-*"))  # merged, so removed
 
 

@@ -84,6 +84,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must not be negative")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers {self.workers}: must not be negative")
+        if self.time_stride is not None and self.time_stride < 1:
+            raise ConfigError(f"time_stride {self.time_stride}: frames between patches, at least 1")
         if not 0 <= self.patchout < 1:
             raise ConfigError(f"--patchout {self.patchout}: a share in [0, 1)")
         if self.distill > 1:
@@ -133,6 +135,10 @@ class TrainConfig:
 def config_of_run(run_dir: Path, epochs: int | None = None) -> TrainConfig:
     """The config a run in `run_dir` was started with, `epochs` the new total when given."""
     saved = read_saved_config(run_dir)["train"]
+    if epochs and epochs != saved["epochs"] and saved.get("schedule") == "cosine":
+        raise ConfigError(f"{run_dir}: its cosine schedule decays over its {saved['epochs']} epochs; a new --epochs "
+                          f"would change its learning rate mid-run. Resume without --epochs, or start a new run "
+                          f"(--init-from {run_dir}/best.pt)")
     # runs from before --members had one model, runs from before --balance compensated nothing
     return TrainConfig(**{"members": 1, "balance": "none", **saved, "epochs": epochs or saved["epochs"]})
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,9 +15,10 @@ from pathlib import Path
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a hidden temporary path beside `path` to write to; it replaces `path` when the block succeeds and is
     removed when it fails, so readers see the old file or the whole new one. The name ends in `.tmp` (writers
-    that guess the format from the suffix need to be told it); `.{name}.{pid}.tmp` keeps concurrent writers apart."""
+    that guess the format from the suffix need to be told it); `.{name}.{host}-{pid}-{random}.tmp` keeps concurrent
+    writers apart, also processes of several machines writing to one shared folder."""
     path = Path(path)
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp_path = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -57,8 +58,8 @@ from .manifest import LABELS_CSV, ManifestRow, is_manifest, manifest_text, read_
 MANIFEST = "melify.json"
 GTZAN_FOLDERS = ("genres_original", "genres")  # what the GTZAN archives unpack into
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
-# A worker process takes ~3 s to start (it imports torch and librosa), while this process converts ~60 clips/s
-# with torch's own threads: measured on 2 cores (bench/melify_bench.py), a pool pays off from ~500 clips on.
+# A worker process takes ~3 s to start (it imports torch and librosa), while this process converts on one thread
+# per core at no start-up cost: a process pool is used from 2 x this many clips on.
 CLIPS_PER_WORKER_MIN = 250
 UNLABELLED = "unlabelled"  # the one folder of an unlabelled pool's images
 SHARD_RECORDS = "melify.shard-*-of-*.json"  # what --shard runs leave for the next run without --shard to merge
@@ -180,7 +181,8 @@ def _check_destination(dst: Path, config: MelConfig, overwrite: bool) -> dict:
     manifest_path = dst / MANIFEST
     shard_paths = sorted(dst.glob(SHARD_RECORDS)) if dst.is_dir() else []
     if not manifest_path.exists() and not shard_paths:
-        if dst.exists() and any(dst.iterdir()) and not overwrite:
+        # hidden files are no one's data: another shard's record file being written, say
+        if dst.exists() and any(not p.name.startswith(".") for p in dst.iterdir()) and not overwrite:
             raise LayoutError(f"{dst} is not empty and has no {MANIFEST}: it was not made by melify. "
                               f"Choose an empty or new DST folder (or pass --overwrite).")
         return {}
@@ -299,7 +301,8 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
         dst.mkdir(parents=True, exist_ok=True)
         if shard is None:  # (other shards may be writing theirs now)
             for stale in dst.rglob(".*.tmp"):  # half-written files of an interrupted run
-                stale.unlink(missing_ok=True)
+                if not any(part.startswith(".") for part in stale.relative_to(dst).parts[:-1]):
+                    stale.unlink(missing_ok=True)  # (a hidden folder is a training's store, maybe being built)
         # claims DST for these parameters before any image exists, keeping the records of the images already
         # there: a training reading DST meanwhile (another process) still finds every clip's source
         _write_manifest(dst, config, made_from, [] if shard else list(old_records.values()), shard=shard)
@@ -328,11 +331,12 @@ def melify(src: Path, dst: Path, config: MelConfig | None = None, *, workers: in
             tasks.append((record, (source, output, config)))
         outputs_seen.setdefault(rel_output, record["source"])
 
-    workers = min(workers or os.cpu_count() or 1, max(1, len(tasks) // CLIPS_PER_WORKER_MIN))
+    cores = workers or os.cpu_count() or 1
+    workers = min(cores, max(1, len(tasks) // CLIPS_PER_WORKER_MIN))
     bar = tqdm(total=len(records), initial=len(records) - len(tasks), desc="melify", unit="clip",
                disable=not progress, file=sys.stderr)
     try:
-        for (record, _), (status, duration, error) in zip(tasks, _run(tasks, workers)):
+        for (record, _), (status, duration, error) in zip(tasks, _run(tasks, workers, threads=cores)):
             record.update(status=status, duration=duration, error=error)
             if error:
                 bar.write(f"melify: skipped {class_root / record['source']}: {error}", file=sys.stderr)
@@ -412,15 +416,28 @@ def earlier_outputs(root: Path, config: MelConfig) -> list[Path]:
     return found
 
 
-def _run(tasks: list, workers: int):
-    """Yield `_convert` results in task order, in this process or in a pool of `workers` processes."""
+def _run(tasks: list, workers: int, threads: int = 1):
+    """Yield `_convert` results in task order: in a pool of `workers` processes when `workers` > 1, else in this
+    process on `threads` threads, each running torch on one thread (decoding, the STFT, the mel product and
+    deflate release the GIL, and threads start at no cost where a process takes seconds)."""
     jobs = [job for _, job in tasks]
-    if workers <= 1:
+    if workers > 1:
+        # spawn, not fork: the caller (train.py) may already hold torch threads, which do not survive a fork
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            yield from pool.imap(_convert, jobs, chunksize=2)
+        return
+    if threads <= 1 or len(jobs) <= 1:
         yield from map(_convert, jobs)
         return
-    # spawn, not fork: the caller (train.py) may already hold torch threads, which do not survive a fork
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(_convert, jobs, chunksize=2)
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+            yield from pool.map(_convert, jobs)
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 def _duration(source: Path) -> float | None:
@@ -449,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(),
                             help=helps[f.name] + ("" if "default" in helps[f.name] else
                                                   " (default: derived from the audio, see below)"))
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores; one process "
-                                                                  f"per {CLIPS_PER_WORKER_MIN} clips at most)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel conversions (default: all cores): "
+                                                                  f"processes from {2 * CLIPS_PER_WORKER_MIN} clips "
+                                                                  "on, threads of this process below")
     parser.add_argument("--overwrite", action="store_true", help="convert again everything, whatever DST holds")
     parser.add_argument("--shard", metavar="I/N", help="convert only the I-th of N parts of SRC (runs on several "
                                                        "machines into one DST); then run once without --shard to "
@@ -465,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"melify: error: {err}", file=sys.stderr)
         return 2
     print(f"{report.summary()} (see {args.dst / (shard.records_name if shard else MANIFEST)})")
-    return 0 if report.n_ok or not report.records else 1  # a shard may hold no clip of a small SRC
+    return 0 if report.n_ok or (shard and not report.records) else 1  # a shard may hold no clip of a small SRC
 
 
 if __name__ == "__main__":

@@ -308,7 +308,8 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
         run_dir = resume or make_run_dir(config.out)
         if not resume:
             write_run_files(run_dir, config, data)
-        MelStore.open(data.mel_root)  # built once here, before the other ranks map it
+        for root in [data.mel_root] + ([pool[0]] if pool else []):
+            MelStore.open(root)  # built once here, before the other ranks map it
     run_dir, data, pool = broadcast((run_dir, data, pool) if ctx.is_main else None, ctx)
 
     pin = device.type == "cuda"

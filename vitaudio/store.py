@@ -3,7 +3,8 @@
 `MelStore.open(mel_root)` builds `mel_root/.store/values-<fingerprint>.u16` (each PNG's uint16 values, row-major,
 one image after another) and `index-<fingerprint>.json` (each PNG's offset and shape) from the PNGs once, and
 reuses them while no PNG has changed: the fingerprint is a hash of every PNG's path, size and modification time,
-so a melify run that adds or rewrites images makes the next open build a new store (and remove the old one).
+so a melify run that adds or rewrites images makes the next open build a new store. Older stores are removed a
+day after they were built, not at once: a training that started before the change goes on reading its own.
 
 Reading a clip then costs a copy of its values and no PNG decoding; the values live in the kernel's page cache,
 not in the process's own memory, so a data set larger than RAM trains, and DataLoader workers share one copy.
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from .features import read_png16
 from .files import atomic_path, write_text_atomic
 
 STORE_DIR = ".store"  # in a melify output; hidden, so that datasets never take it for a class
+STALE_AFTER_S = 24 * 3600  # an older store of changed PNGs is removed this long after it was built
 
 
 def png_files(mel_root: Path) -> list[tuple[str, os.stat_result]]:
@@ -72,10 +75,20 @@ class MelStore:
                 print(f"data: cannot write a store of {mel_root}'s images ({err.strerror or err}); decoding the "
                       f"PNGs instead", file=sys.stderr)
                 return None
-            for stale in folder.iterdir():  # stores of earlier PNGs
-                if key not in stale.name and not stale.name.startswith("."):
-                    stale.unlink(missing_ok=True)
+            cls._remove_stale(folder, key)
         return cls(values_path, json.loads(index_path.read_text()))
+
+    @staticmethod
+    def _remove_stale(folder: Path, key: str) -> None:
+        """Remove the stores of earlier PNGs built more than STALE_AFTER_S ago (a training may still read one)."""
+        now = time.time()
+        for path in folder.iterdir():
+            try:
+                if key not in path.name and not path.name.startswith(".") and \
+                        now - path.stat().st_mtime > STALE_AFTER_S:
+                    path.unlink()
+            except FileNotFoundError:  # another process removed it first
+                pass
 
     @staticmethod
     def _build(mel_root: Path, files: list, values_path: Path, index_path: Path, progress: bool) -> None:
@@ -97,7 +110,11 @@ class MelStore:
     def image(self, relative: str) -> np.ndarray:
         """A PNG's (n_mels, n_frames) uint16 values: a read-only view into the mapped file."""
         if self._values is None:
-            self._values = np.memmap(self.values_path, dtype="<u2", mode="r")
+            try:
+                self._values = np.memmap(self.values_path, dtype="<u2", mode="r")
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{self.values_path}, the store of this training's clips, was removed "
+                                        f"while it trained; run it again (--resume) to build a new one") from None
         offset, n_mels, n_frames = self.index[relative]
         return self._values[offset:offset + n_mels * n_frames].reshape(n_mels, n_frames)
 
