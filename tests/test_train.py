@@ -176,8 +176,17 @@ def test_one_second_words_get_short_clip_features_and_whole_clip_segments(tmp_pa
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["mel"]["sample_rate"], saved["mel"]["hop_length"], saved["mel"]["n_mels"]) == (16000, 160, 64)
     assert saved["segment"]["frames"] == 101 and saved["train"]["segment_seconds"] == 1.01  # one segment per clip
+    assert saved["model"]["patch_stride"] == [16, 8]  # 12 patches overlapping in time rather than 6
     clf = pipeline(run_dir / "best.pt", device="cpu")
     assert clf(str(next(root.rglob("*.wav"))))[0]["label"] in saved["classes"]
+
+
+def test_segments_shorter_than_eight_patches_get_patches_overlapping_by_half_in_time():
+    from vitaudio.run import patch_time_stride
+
+    assert patch_time_stride(129, 16, 8) == 16  # 3 s of music at 43 frames a second: 8 patches
+    assert patch_time_stride(101, 16, 8) == 8  # a one-second word at 100 frames a second: 12 instead of 6
+    assert patch_time_stride(40, 8, 8) == 8  # never finer than the stem's output
 
 
 def test_a_given_segment_length_wins_over_the_derived_one(tmp_path):

@@ -37,7 +37,9 @@ class TrainConfig:
     plateau_factor: float = 0.3  # the cut
     patience: int = 20  # early stopping: epochs without a lower val clip loss
     segment_seconds: float | None = None  # training crop and evaluation segment; None: 3 s, or the median clip if less
-    time_stride: int | None = None  # frames between the starts of neighbouring patches; None: the patch's width
+    time_stride: int | None = None  # frames between the starts of neighbouring patches; None: the patch's width, or
+    # half of it for segments shorter than 8 patches (run.patch_time_stride)
+    freq_stride: int | None = None  # mel bins between the starts of neighbouring patches; None: the patch's height
     label_smoothing: float = 0.1
     mixup: float = 0.3  # Beta(alpha, alpha) mixup of training batches; 0 = off
     band_shift: float = 0.0  # shift training crops up or down the mel axis by up to this share of the bands (pitch)
@@ -84,8 +86,9 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must not be negative")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers {self.workers}: must not be negative")
-        if self.time_stride is not None and self.time_stride < 1:
-            raise ConfigError(f"time_stride {self.time_stride}: frames between patches, at least 1")
+        for name in ("time_stride", "freq_stride"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)}: the step between patches, at least 1")
         if not 0 <= self.patchout < 1:
             raise ConfigError(f"--patchout {self.patchout}: a share in [0, 1)")
         if self.distill > 1:

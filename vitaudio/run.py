@@ -54,6 +54,7 @@ from .tensorboard_log import TensorBoardLog
 
 DEMO_ROOT = Path("data/demo")
 DEFAULT_SEGMENT_SECONDS = 3.0  # music: ~3 s of context per prediction, then a clip's segments are averaged
+MIN_TIME_PATCHES = 8  # a shorter segment gets patches overlapping by half in time (patch_time_stride)
 BALANCE_RATIO = 2.0  # --balance auto compensates when the largest training class has more than this x the smallest's
 # What it compensates with. With half the classes cut to a fifth of their training clips (bench/accuracy.py
 # --imbalance 0.2), the weighted loss raised balanced accuracy by 3-5 points and macro-F1 by 5-7 on each of three
@@ -158,10 +159,14 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
         split = rotated_split(split, all_clips, clip_groups(config, data_root, all_clips), member,
                               config.split_seed)
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes), patchout=config.patchout)
-    if config.time_stride:
-        overrides["patch_stride"] = (vit_config(config.model).patch_stride[0], config.time_stride)
-    model_config = (ViTConfig(**{**source["model_config"], **overrides}) if source
-                    else vit_config(config.model, **overrides))
+    if source:  # fine-tuning: the source's patches
+        model_config = ViTConfig(**{**source["model_config"], **overrides})
+    else:
+        preset = vit_config(config.model)
+        time_stride = config.time_stride or patch_time_stride(frames, preset.patch_size[1],
+                                                              2 ** len(preset.stem_channels))
+        model_config = vit_config(config.model, patch_stride=(config.freq_stride or preset.patch_stride[0],
+                                                              time_stride), **overrides)
     if frames < model_config.patch_size[1]:
         raise ConfigError(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
                           f"patch ({model_config.patch_size[1]} frames)")
@@ -209,6 +214,15 @@ def segment_frames(segment_seconds: float | None, mel_config: MelConfig, train_c
         return round(segment_seconds * mel_config.frames_per_second)
     default = round(DEFAULT_SEGMENT_SECONDS * mel_config.frames_per_second)
     return min(default, int(np.median(train_clips.frame_counts())))
+
+
+def patch_time_stride(frames: int, patch_width: int, reduction: int) -> int:
+    """Frames between the starts of neighbouring patches in time: the patch width, or half of it (at least the
+    stem's `reduction`) when a segment would be fewer than MIN_TIME_PATCHES patches long. A one-second word is
+    then 12 overlapping patches instead of 6 side by side: the order of its sounds is what tells words apart."""
+    if frames >= MIN_TIME_PATCHES * patch_width:
+        return patch_width
+    return max(reduction, patch_width // 2)
 
 
 def saved_run_data(run_dir: Path, mel_root: Path | None = None) -> RunData:
