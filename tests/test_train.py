@@ -189,6 +189,15 @@ def test_segments_shorter_than_eight_patches_get_patches_overlapping_by_half_in_
     assert patch_time_stride(40, 8, 8) == 8  # never finer than the stem's output
 
 
+def test_a_stride_the_stem_cannot_take_is_refused_before_anything_is_written(tmp_path):
+    from vitaudio.errors import ConfigError
+
+    root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
+    with pytest.raises(ConfigError, match="time_stride 12"):  # the stem halves the mel 3 times: multiples of 8
+        train(TrainConfig(root=str(root), epochs=1, members=1, time_stride=12, out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_given_segment_length_wins_over_the_derived_one(tmp_path):
     root = write_separable_set(tmp_path / "words", per_class=8, seconds=1.0, sample_rate=16000)
     run_dir = train(TrainConfig(root=str(root), epochs=1, members=1, segment_seconds=0.5, out=str(tmp_path / "r")))

@@ -78,8 +78,9 @@ class ViTConfig:
         for channels in self.stem_channels:
             height, width = (height + 1) // 2, (width + 1) // 2  # 3x3, stride 2, padding 1
             values += 3 * channels * height * width
-        tokens = 2 + math.prod((n - k) // s + 1 for n, k, s in zip((self.n_mels, n_frames), self.patch_size,
-                                                                    self.patch_stride))  # patches, cls, context
+        reduction = 2 ** len(self.stem_channels)  # the patch grid over the stem's output, as PatchEmbedding has it
+        tokens = 2 + math.prod((n - k // reduction) // (s // reduction) + 1 for n, k, s in zip(
+            (height, width), self.patch_size, self.patch_stride))  # patches, cls, context
         per_block = tokens * (10 + 2 * self.mlp_ratio) * self.dim + 2 * self.heads * tokens**2
         return int(4 * batch_size * (values + self.depth * per_block))
 

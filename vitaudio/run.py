@@ -159,18 +159,25 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
         split = rotated_split(split, all_clips, clip_groups(config, data_root, all_clips), member,
                               config.split_seed)
     overrides = dict(n_mels=mel_config.n_mels, n_classes=len(all_clips.classes), patchout=config.patchout)
-    if source:  # fine-tuning: the source's patches
-        model_config = ViTConfig(**{**source["model_config"], **overrides})
-    else:
-        preset = vit_config(config.model)
-        time_stride = config.time_stride or patch_time_stride(frames, preset.patch_size[1],
-                                                              2 ** len(preset.stem_channels))
-        model_config = vit_config(config.model, patch_stride=(config.freq_stride or preset.patch_stride[0],
-                                                              time_stride), **overrides)
+
+    def model_config_for(n_frames: int) -> ViTConfig:
+        """The model for segments of n_frames: the source's when fine-tuning (its patches unless strides are
+        given), else the preset with the patch stride the segment calls for."""
+        base = ViTConfig(**source["model_config"]) if source else vit_config(config.model)
+        reduction = 2 ** len(base.stem_channels)
+        time_stride = config.time_stride or (base.patch_stride[1] if source else patch_time_stride(
+            n_frames, base.patch_size[1], reduction))
+        try:
+            return replace(base, patch_stride=(config.freq_stride or base.patch_stride[0], time_stride),
+                           **overrides)
+        except ValueError as err:  # a given stride the patches and stem do not allow
+            raise ConfigError(f"time_stride {config.time_stride}, freq_stride {config.freq_stride}: {err}") from None
+
+    model_config = model_config_for(frames)
     if frames < model_config.patch_size[1]:
         raise ConfigError(f"--segment-seconds {config.segment_seconds} gives {frames} frames, fewer than one "
                           f"patch ({model_config.patch_size[1]} frames)")
-    check_memory(model_config, frames, config, mel_config.frames_per_second, device)
+    check_memory(model_config_for, frames, config, mel_config.frames_per_second, device)
     if len(all_clips.classes) < 2:
         raise ConfigError(f"{mel_root} holds one class ({', '.join(all_clips.classes)}): a classifier needs at "
                           f"least two class folders, each with clips of its class")
@@ -190,15 +197,16 @@ def available_memory(device: torch.device) -> int | None:
     return int(line.split()[1]) * 1024 if line else None
 
 
-def check_memory(model_config: ViTConfig, frames: int, config: TrainConfig, frames_per_second: float,
-                 device: torch.device) -> None:
-    """Refuse, before anything is written, segments whose training step would not fit in the free memory."""
+def check_memory(model_config_for: Callable[[int], ViTConfig], frames: int, config: TrainConfig,
+                 frames_per_second: float, device: torch.device) -> None:
+    """Refuse, before anything is written, segments whose training step would not fit in the free memory, and
+    say the longest that would (`model_config_for(frames)`: the model a segment of that length gets)."""
     free = available_memory(device)
-    needed = model_config.training_bytes(frames, config.batch_size)
+    needed = model_config_for(frames).training_bytes(frames, config.batch_size)
     if free is None or needed <= 0.8 * free:
         return
-    fits = frames
-    while fits > model_config.patch_size[1] and model_config.training_bytes(fits, config.batch_size) > 0.8 * free:
+    fits, patch_width = frames, model_config_for(frames).patch_size[1]
+    while fits > patch_width and model_config_for(fits).training_bytes(fits, config.batch_size) > 0.8 * free:
         fits = int(fits * 0.8)
     seconds = config.segment_seconds or round(frames / frames_per_second, 2)
     raise ConfigError(f"--segment-seconds {seconds:g}: a training step of {config.batch_size} "
