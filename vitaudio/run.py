@@ -365,7 +365,9 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
                                 data.standardize, batch_size=config.eval_batch_size, workers=workers, pin_memory=pin)
 
     cnn = architecture == "cnn"
-    model = (ConvNet(n_classes=len(data.classes)) if cnn else ViT(data.model_config)).to(device)
+    # channels-last convolution weights: the stem's convolutions run 1.1-1.2x faster a step on CPU (RESULTS.md)
+    model = (ConvNet(n_classes=len(data.classes)) if cnn else ViT(data.model_config)).to(
+        device, memory_format=torch.channels_last)
     if source and not resume and not cnn:
         load_initial_weights(model, source, config.init_from, data.classes, member)
         print(f"initialised from {config.init_from}" + ("" if source["classes"] == data.classes else
