@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from torchvision.datasets import DatasetFolder
 
 from .features import MelConfig, band_stats, png_to_db, read_mel_png, read_png16
 from .manifest import LABELS_CSV, Manifest, read_manifest
-from .melify import MANIFEST, LayoutError
+from .melify import MANIFEST, LayoutError, subfolders
 from .splits import clip_key
 from .store import MelStore
 
@@ -253,9 +252,8 @@ class MelClips(DatasetFolder):
             classes = list(self.fixed_classes)
         elif self.labels is not None:
             classes = self.labels.classes
-        else:  # the class folders; hidden ones (the store's) are none
-            classes = sorted(entry.name for entry in os.scandir(directory)
-                             if entry.is_dir() and not entry.name.startswith("."))
+        else:  # the class folders
+            classes = [folder.name for folder in subfolders(Path(directory))]
             if not classes:
                 raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
         return classes, {name: i for i, name in enumerate(classes)}

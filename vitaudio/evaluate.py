@@ -18,7 +18,7 @@ from .data import MULTI_LABEL, MelClips, SegmentRule, Standardize, read_labels, 
 from .engine import evaluate
 from .errors import VitaudioError
 from .features import MelConfig
-from .melify import LayoutError, cached_melify
+from .melify import LayoutError, cached_melify, subfolders
 from .report import scores_line, write_test_outputs
 from .scoring import resolve_device
 from .splits import SPLITS, read_split_file
@@ -34,8 +34,7 @@ def evaluate_checkpoint(checkpoint_path: Path, root: Path, *, split_file: Path |
     classes = checkpoint["classes"]
     mel_root = cached_melify(Path(root), MelConfig(**checkpoint["mel_config"]), workers)
     labels = read_labels(mel_root)
-    names = set(labels.classes) if labels else {p.name for p in mel_root.iterdir()
-                                                        if p.is_dir() and not p.name.startswith(".")}
+    names = set(labels.classes) if labels else {p.name for p in subfolders(mel_root)}
     unknown = sorted(names - set(classes))
     if unknown:
         raise LayoutError(f"{root} has {'labels' if labels else 'class folders'} the checkpoint does not know: "

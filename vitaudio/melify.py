@@ -126,22 +126,24 @@ def find_class_root(src: Path) -> Path:
         raise LayoutError(f"{src} is not a folder. Expected SRC/<class>/<clip>.wav, one folder per class.")
     folder, seen = src, {src.resolve()}
     while True:
-        subfolders = _subfolders(folder)
-        if any(is_audio_file(p) for sub in subfolders for p in sub.iterdir()):
+        inside = subfolders(folder)
+        if any(is_audio_file(p) for sub in inside for p in sub.iterdir()):
             return folder
-        wrappers = [p for p in subfolders if p.name in GTZAN_FOLDERS] or subfolders
+        wrappers = [p for p in inside if p.name in GTZAN_FOLDERS] or inside
         if len(wrappers) != 1 or wrappers[0].resolve() in seen or any(map(is_audio_file, folder.iterdir())):
             break  # several candidates, a link back up, or loose clips: `folder` is no mere wrapper
         folder = wrappers[0]
         seen.add(folder.resolve())
-    if any(find_audio_files(p) for p in _subfolders(folder)):  # classes whose clips sit in deeper folders
+    if any(find_audio_files(p) for p in subfolders(folder)):  # classes whose clips sit in deeper folders
         return folder
     raise LayoutError(
         f"{src} has no class folders with audio in them. Expected one folder per class, e.g. "
         f"{src}/jazz/jazz.00000.wav, {src}/rock/rock.00000.wav (wav, flac, ogg, au, mp3, ...).")
 
 
-def _subfolders(folder: Path) -> list[Path]:
+def subfolders(folder: Path) -> list[Path]:
+    """The folders in `folder`, sorted, hidden ones left out: the class folders of an audio root or of a melify
+    output (whose hidden `.store/` is no class)."""
     return [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
 
@@ -247,7 +249,7 @@ def source_files(src: Path) -> list[Path]:
     src = Path(src)
     if is_manifest(src):
         return sorted(row.source for row in read_manifest(src).rows)
-    return [f for class_dir in _subfolders(find_class_root(src)) for f in find_audio_files(class_dir)]
+    return [f for class_dir in subfolders(find_class_root(src)) for f in find_audio_files(class_dir)]
 
 
 def source_root(src: Path) -> Path:
@@ -354,7 +356,7 @@ def _folder_clips(src: Path, class_root: Path, labelled: bool):
     """Yield (audio file, its path as recorded, its image's path under DST) for class folders (`labelled`) or an
     unlabelled pool."""
     # (folder of audio, the folder its images go to under DST): a class folder each, or the whole pool
-    folders = [(d, Path(d.name)) for d in _subfolders(class_root)] if labelled else [(src, Path(UNLABELLED))]
+    folders = [(d, Path(d.name)) for d in subfolders(class_root)] if labelled else [(src, Path(UNLABELLED))]
     for folder, out_folder in folders:
         sources = find_audio_files(folder)
         if not sources:  # no class to learn: say so rather than train on one class fewer unawares
