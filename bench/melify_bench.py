@@ -241,13 +241,13 @@ def profile(paths: list[Path], tmp: Path) -> None:
 
     for path in paths:
         samples = clock("1 decode: load_audio (sf.read, int16 -> float32, mono)", load_audio, path, SR)
-        mel_db = clock("2 log_mel", log_mel, samples, config)  # (S,) -> (128, 1292) dB
+        mel_db = clock("2 log_mel (STFT in cache-sized chunks of frames)", log_mel, samples, config)  # (128, 1292) dB
         waveform = torch.from_numpy(samples)[None]  # (S,) -> (1, S)
-        spectrum = clock("2.1 torch.stft -> (1, 1025, 1292) complex64", lambda w: torch.stft(
+        spectrum = clock("ref: one whole-clip torch.stft -> (1, 1025, 1292) complex64", lambda w: torch.stft(
             w, config.n_fft, config.hop_length, window=window, pad_mode="constant", return_complex=True), waveform)
-        clock("2.2 power + sparse mel product (128 x 1025, 1.5 % non-zero) + dB", lambda s: 10 * torch.log10(
+        clock("ref: + its power, sparse mel product (128 x 1025, 1.5 % non-zero), dB", lambda s: 10 * torch.log10(
             (filters @ (s.real.square() + s.imag.square())[0]).clamp_min(1e-10)), spectrum)
-        clock("ref: the same with the dense mel matrix", lambda s: 10 * torch.log10(
+        clock("ref: + the same with the dense mel matrix", lambda s: 10 * torch.log10(
             (dense_filters @ (s.real.square() + s.imag.square())).clamp_min(1e-10)), spectrum)
         clock("3 write_mel_png (temp file + rename)", write_mel_png, tmp / "profile.png", mel_db)
         image = clock("3.1 db_to_png: dB -> (128, 1292) uint16", db_to_png, mel_db)

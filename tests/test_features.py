@@ -41,13 +41,22 @@ def test_log_mel_matches_librosa_power_to_db():
     np.testing.assert_allclose(log_mel(samples, config), expected, atol=1e-3)
 
 
+@pytest.mark.parametrize("config", [MelConfig(), MelConfig(n_mels=64, fmin=20.0, fmax=8000.0),
+                                    mel_config_for(16000, 1.0), MelConfig(sample_rate=8000, n_fft=256, n_mels=40,
+                                                                          fmin=300.0, fmax=3999.0)])
+def test_mel_filterbank_is_librosas(config):
+    expected = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                                   fmin=config.fmin, fmax=config.max_frequency)
+    np.testing.assert_allclose(mel_filterbank(config), expected, rtol=0, atol=1e-7)
+
+
 def test_log_mel_accepts_torch_batches():
     import torch
 
     config = MelConfig(n_mels=32)
-    clips = np.random.default_rng(2).standard_normal((3, SR)).astype(np.float32)
+    clips = np.random.default_rng(2).standard_normal((3, 3 * SR)).astype(np.float32)  # several chunks of frames
     batch = log_mel(torch.from_numpy(clips), config)  # (3, 32, T)
-    assert batch.shape == (3, 32, config.n_frames(SR))
+    assert batch.shape == (3, 32, config.n_frames(3 * SR))
     np.testing.assert_allclose(batch[1].numpy(), log_mel(clips[1], config), atol=1e-4)
 
 

@@ -72,7 +72,9 @@ def load_audio(source: str | Path | bytes | BinaryIO, sample_rate: int) -> np.nd
         raise AudioDecodeError(name, f"cannot read file ({err.strerror or err})") from None
     if samples.size == 0:
         raise AudioDecodeError(name, "file holds no audio samples (empty)")
-    mono = samples.mean(axis=1)  # (n_samples, n_channels) -> (n_samples,)
+    # (n_samples, n_channels) -> (n_samples,); a mono file's one column as it is (numpy's mean over an axis of
+    # length 1 takes as long as decoding the file)
+    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
     if not np.isfinite(mono).all():
         raise AudioDecodeError(name, "file holds NaN or infinite samples")
     return resample(mono, file_rate, sample_rate)

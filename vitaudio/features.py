@@ -97,13 +97,41 @@ def mel_config_for(sample_rate: int, clip_seconds: float) -> MelConfig:
     return MelConfig(sample_rate=rate, n_fft=n_fft, hop_length=round(0.010 * rate), n_mels=64)
 
 
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear up to 1 kHz (3 mels per 200 Hz), logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    log_part = _MEL_AT_1KHZ + np.log(np.maximum(hz, 1000.0) / 1000.0) / _MELS_PER_LOG_HZ
+    return np.where(hz >= 1000.0, log_part, hz / _HZ_PER_MEL)
+
+
+def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """The inverse of `hz_to_mel`."""
+    mels = np.asarray(mels, dtype=np.float64)
+    log_part = 1000.0 * np.exp(_MELS_PER_LOG_HZ * (np.maximum(mels, _MEL_AT_1KHZ) - _MEL_AT_1KHZ))
+    return np.where(mels >= _MEL_AT_1KHZ, log_part, mels * _HZ_PER_MEL)
+
+
+_HZ_PER_MEL = 200.0 / 3
+_MEL_AT_1KHZ = 1000.0 / _HZ_PER_MEL  # 15 mels
+_MELS_PER_LOG_HZ = np.log(6.4) / 27.0
+
+
+def mel_band_edges(config: MelConfig) -> np.ndarray:
+    """(n_mels + 2,) Hz, evenly spaced in mels from fmin to fmax: band i rises from edge i to i + 1, falls to i + 2."""
+    return mel_to_hz(np.linspace(hz_to_mel(config.fmin), hz_to_mel(config.max_frequency), config.n_mels + 2))
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(config: MelConfig) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) float32 Slaney mel filters, as librosa.filters.mel makes them."""
-    import librosa
-
-    return librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-                               fmin=config.fmin, fmax=config.max_frequency).astype(np.float32)
+    """(n_mels, n_fft // 2 + 1) float32 Slaney mel filters, as librosa.filters.mel makes them (to float32 rounding):
+    triangles over the FFT bins' frequencies, each scaled to unit area in Hz. Computed here, not by librosa, whose
+    import costs a command ~1.5 s of start-up."""
+    edges = mel_band_edges(config)
+    bin_hz = np.fft.rfftfreq(config.n_fft, 1.0 / config.sample_rate)  # (n_bins,)
+    rising = (bin_hz - edges[:-2, None]) / np.diff(edges)[:-1, None]  # (n_mels, n_bins): 0 at the lower edge, 1 at
+    falling = (edges[2:, None] - bin_hz) / np.diff(edges)[1:, None]  # the centre, and down to 0 at the upper edge
+    triangles = np.maximum(0.0, np.minimum(rising, falling))
+    return (triangles * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
 
 
 _SPARSE_LOCK = threading.Lock()
@@ -134,20 +162,43 @@ def log_mel(samples, config: MelConfig):
     waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)) if as_numpy else samples.float()
     batch_shape = waveform.shape[:-1]
     waveform = waveform.reshape(-1, waveform.shape[-1])  # (..., S) -> (B, S)
-    window = torch.hann_window(config.n_fft, device=waveform.device)
-    spectrum = torch.stft(waveform, config.n_fft, config.hop_length, window=window, center=True,
-                          pad_mode="constant", return_complex=True)  # (B, n_fft // 2 + 1, n_frames)
-    power = spectrum.real.square() + spectrum.imag.square()
-    if power.device.type == "cpu":  # (n_mels, n_bins) @ (n_bins, n_frames) per clip -> (B, n_mels, n_frames)
-        filters = sparse_mel_filterbank(config)
-        mel_power = torch.stack([filters @ clip_power for clip_power in power])
-    else:  # dense on GPUs, where the product costs nothing next to the transfers
+    if waveform.device.type == "cpu":
+        mel_power = _mel_power_in_chunks(waveform, config)
+    else:  # one batched STFT and a dense product on GPUs, where the product costs nothing next to the transfers
+        window = torch.hann_window(config.n_fft, device=waveform.device)
+        spectrum = torch.stft(waveform, config.n_fft, config.hop_length, window=window, center=True,
+                              pad_mode="constant", return_complex=True)  # (B, n_fft // 2 + 1, n_frames)
+        power = spectrum.real.square() + spectrum.imag.square()
         filters = torch.from_numpy(mel_filterbank(config)).to(waveform.device)
         mel_power = filters @ power  # (n_mels, n_bins) @ (B, n_bins, n_frames) -> (B, n_mels, n_frames)
     mel_db = 10.0 * torch.log10(mel_power.clamp_min(1e-10))
     mel_db = mel_db - mel_db.amax(dim=(-2, -1), keepdim=True)
     mel_db = mel_db.clamp_min(-config.top_db).reshape(*batch_shape, *mel_db.shape[-2:])  # (B, ...) -> (..., M, T)
     return mel_db.numpy() if as_numpy else mel_db
+
+
+CHUNK_FRAMES = 64  # STFT frames per step on CPU: their spectra (0.5 MiB at n_fft 2048) stay in a core's cache
+
+
+def _mel_power_in_chunks(waveform, config: MelConfig):
+    """(B, n_samples) -> (B, n_mels, n_frames) mel power on CPU, the frames of a centred, zero-padded STFT taken
+    CHUNK_FRAMES at a time: windowing, FFT, power and the sparse mel product then work in cache, where one
+    whole-clip STFT passes 10 MiB arrays through memory four times (6.5 ms against 9.9 for a 30 s clip)."""
+    import torch
+
+    n_fft, hop = config.n_fft, config.hop_length
+    window = torch.hann_window(n_fft)
+    filters = sparse_mel_filterbank(config)
+    padded = torch.nn.functional.pad(waveform, (n_fft // 2, n_fft // 2))  # as torch.stft(center=True, "constant")
+    frames = padded.unfold(-1, n_fft, hop)  # (B, n_frames, n_fft), a view
+    mel_power = waveform.new_empty(waveform.shape[0], config.n_mels, frames.shape[1])
+    for clip_frames, clip_mel_power in zip(frames, mel_power):
+        for start in range(0, frames.shape[1], CHUNK_FRAMES):
+            spectrum = torch.fft.rfft(clip_frames[start:start + CHUNK_FRAMES] * window).numpy()  # (k, n_bins)
+            power = spectrum.real * spectrum.real  # numpy: 2.5x torch's speed on the real and imaginary views
+            power += spectrum.imag * spectrum.imag
+            clip_mel_power[:, start:start + CHUNK_FRAMES] = filters @ torch.from_numpy(power).T  # (n_mels, k)
+    return mel_power
 
 
 def band_stats(mel):
@@ -172,14 +223,15 @@ def png_to_db(image: np.ndarray) -> np.ndarray:
 def encode_png16(image: np.ndarray) -> bytes:
     """(height, width) uint16 -> the bytes of a 16-bit greyscale PNG.
 
-    Written here rather than by Pillow, which takes 18 ms for a 30 s mel at its fastest compression level: rows
-    are stored unfiltered and deflated with Huffman coding only (the low bytes of dB values are noise that
-    LZ77 matching cannot shrink), which makes a smaller file in 3 ms. Any PNG reader opens it.
+    Written here rather than by Pillow, which takes 18 ms for a 30 s mel at its fastest compression level. Rows are
+    stored unfiltered in uncompressed deflate blocks: the low bytes of dB values are noise, so the fastest real
+    compression (Huffman coding only) saves 14 % of the bytes for 2.4 ms a clip, a fifth of melify's time, where
+    storing takes 0.1 ms. Any PNG reader opens it.
     """
     height, width = image.shape
     rows = np.zeros((height, 1 + 2 * width), np.uint8)  # each row: filter type 0, then big-endian samples
     rows[:, 1:] = image.astype(">u2").view(np.uint8).reshape(height, 2 * width)
-    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    deflate = zlib.compressobj(0)  # level 0: stored blocks
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .features import MelConfig
+from .features import MelConfig, mel_band_edges
 
 FREQ_TICKS_HZ = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
@@ -261,11 +261,7 @@ def figure_rgb(fig: Figure, dpi: int = 80) -> np.ndarray:
 
 def mel_band_frequencies(mel_config: MelConfig) -> np.ndarray:
     """(n_mels,) centre frequency in Hz of each mel band, as `features.mel_filterbank` places them."""
-    import librosa
-
-    edges = librosa.mel_frequencies(n_mels=mel_config.n_mels + 2, fmin=mel_config.fmin,
-                                    fmax=mel_config.max_frequency)  # band i spans edges[i] .. edges[i + 2]
-    return edges[1:-1]
+    return mel_band_edges(mel_config)[1:-1]  # band i spans edges i .. i + 2
 
 
 def _mel_extent(mel_db: np.ndarray, mel_config: MelConfig) -> tuple[float, float, float, float]:
