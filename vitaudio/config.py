@@ -12,6 +12,7 @@ from .cli_help import DefaultsHelpFormatter
 from .errors import ConfigError
 from .model import PRESETS
 from .rundir import has_resume_state, read_saved_config
+from .scoring import cpu_has_bf16
 from .tensorboard_log import summary_writer_class
 
 TEACHERS = ("members", "cnn")  # what --distill learns from
@@ -56,7 +57,7 @@ class TrainConfig:
     rotate_val: bool = False  # members after the first validate on other train + val clips: the ensemble sees all
     grad_clip: float = 1.0  # max gradient norm
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool | None = None  # mixed precision; None = on for CUDA
+    amp: bool | None = None  # mixed precision (bf16 autocast); None = on for CUDA and CPUs with bf16 in hardware
     workers: int | None = None  # data-loading processes; None = 0 on CPU, up to 8 on CUDA
     out: str | None = None  # the run directory; None = runs/<timestamp>
     seed: int = 0  # model init, crops, masks, batch order
@@ -131,8 +132,10 @@ class TrainConfig:
         return max(1, self.batch_size // 4)
 
     def amp_on(self, device: torch.device) -> bool:
-        """--amp as given; by default on for CUDA."""
-        return device.type == "cuda" if self.amp is None else self.amp
+        """--amp as given; by default on for CUDA, and on CPUs that multiply bf16 in hardware."""
+        if self.amp is not None:
+            return self.amp
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
 def config_of_run(run_dir: Path, epochs: int | None = None) -> TrainConfig:
@@ -180,7 +183,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
                                              "clips identical to validation or test clips are refused")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device, help="auto: CUDA if any")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="mixed precision (default: on for CUDA)")
+                        help="mixed precision, bf16 where the hardware has it, for training and per-epoch "
+                             "validation; the test and inference run in fp32 (default: on for CUDA and for CPUs "
+                             "with bf16 arithmetic, AVX512-BF16 or AMX)")
     parser.add_argument("--workers", type=int, help="data-loading (and melify) processes (default: 0 on CPU, up to "
                                                     "8 on CUDA; melify: all cores)")
     parser.add_argument("--out", help="run directory, new or empty (default: runs/<timestamp>)")

@@ -422,7 +422,8 @@ def test_model(model: ViT | ViTEnsemble | ConvNet, run_dir: Path, data: RunData,
 
     tagging = tune_tagger(model, loader_of("val"), run_dir, config, device) if data.multi_label else {}
     loader = loader_of("test")
-    result = evaluate(model, loader, device=device, amp=config.amp_on(device), pooling=tagging.get("pooling", "mean"))
+    # in fp32, as inference scores clips: the report's numbers are the ones a user of best.pt gets
+    result = evaluate(model, loader, device=device, pooling=tagging.get("pooling", "mean"))
     paths = source_paths(data.mel_root)
     report = write_test_outputs(run_dir, result.clip_logits, result.labels,
                                 [paths.get(k, k) for k in loader.dataset.clips.keys], data.classes,
@@ -437,7 +438,7 @@ def tune_tagger(model: torch.nn.Module, val_loader: DataLoader, run_dir: Path, c
                 device: torch.device) -> dict:
     """A tagger's clip pooling (the one of higher val mAP; mean on a tie) and per-class thresholds (best val F1),
     written into run_dir/best.pt; -> {"pooling", "thresholds"}."""
-    results = {pooling: evaluate(model, val_loader, device=device, amp=config.amp_on(device), pooling=pooling)
+    results = {pooling: evaluate(model, val_loader, device=device, pooling=pooling)  # fp32, as inference
                for pooling in POOLINGS}
     pooling = max(POOLINGS, key=lambda name: (results[name].map, name == "mean"))
     best = results[pooling]
