@@ -295,3 +295,26 @@ def test_reports_give_balanced_accuracy_beside_accuracy_so_a_majority_guess_show
     assert report["accuracy"] == 0.8 and report["balanced_accuracy"] == 0.5  # the rare class is never found
     three = classification_report(torch.eye(3)[[0, 0, 1]], torch.tensor([0, 1, 1]), ["a", "b", "c"])
     assert three["balanced_accuracy"] == 0.75  # (1 + 1/2) / 2: class c has no clips, so it is left out
+
+
+def test_amp_on_cpu_is_bf16_autocast_and_can_be_turned_off():
+    from vitaudio.scoring import autocast
+
+    a = torch.randn(4, 4)
+    with autocast(torch.device("cpu"), True):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), False):
+        assert (a @ a).dtype == torch.float32
+    assert TrainConfig(amp=False).amp_on(torch.device("cpu")) is False
+
+
+def test_a_mixed_precision_run_is_tested_in_fp32_as_its_users_will_score_it(tmp_path):
+    root = write_separable_set(tmp_path / "audio", per_class=8)
+    run_dir = train(TrainConfig(root=str(root), epochs=2, members=1, amp=True, segment_seconds=1.0,
+                                out=str(tmp_path / "run")))
+    clf = pipeline(run_dir / "best.pt", device="cpu")
+    with open(run_dir / "test_predictions.csv") as file:
+        rows = list(csv.DictReader(file))
+    for row in rows:  # bf16 scores would differ from fp32 ones by ~1e-3
+        top = clf(str(root / row["clip"]))[0]
+        assert top["label"] == row["label1"] and top["score"] == pytest.approx(float(row["score1"]), abs=2e-4)
