@@ -345,7 +345,8 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
         loaders[name] = segment_loader(clips, rule, standardize, batch_size=recipe.eval_batch_size)
     model = ConvNet(n_classes=len(bench.classes)).to(bench.device)
     optimizer, schedule = make_optimizer(model, recipe, steps_per_epoch=len(loaders["train"]))
-    return fit_and_test("cnn", bench, task, seed, model, loaders, optimizer, schedule, loop_config(recipe), start)
+    loop = loop_config(recipe, recipe.amp_on(bench.device))  # the package's precision, as the ViT arm trains
+    return fit_and_test("cnn", bench, task, seed, model, loaders, optimizer, schedule, loop, start)
 
 
 def fit_and_test(contender: str, bench: Bench, task: Task, seed: int, model: nn.Module,

@@ -84,7 +84,7 @@ def gflops_per_clip(clf: AudioClassifier, n_segments: int, n_frames: int) -> tup
 
 def bench_model(clf: AudioClassifier, paths: list[Path], repeats: int, batch_size: int) -> dict:
     one = paths[0]
-    clf(one)  # warm: librosa's filterbank, torch kernels
+    clf(one)  # warm: the mel filter bank, torch kernels
     prepared = [clf.prepare(path) for path in paths]
     segments = torch.cat([clip.segments for clip in prepared])  # (sum S, 1, M, L)
 

@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="training steps per timed run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (fp16 on GPUs without bf16)")
     parser.add_argument("--whole", action="store_true", help="profile whole training (see the module doc)")
     parser.add_argument("--root", help="--whole: melify output to train on (default: 256 generated 30 s clips)")
     parser.add_argument("--baseline", default="5b8c746", help="--whole: the commit to compare with ('' = none)")

@@ -183,9 +183,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None]
                                              "clips identical to validation or test clips are refused")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device, help="auto: CUDA if any")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="mixed precision, bf16 where the hardware has it, for training and per-epoch "
-                             "validation; the test and inference run in fp32 (default: on for CUDA and for CPUs "
-                             "with bf16 arithmetic, AVX512-BF16 or AMX)")
+                        help="mixed precision for training and per-epoch validation: bf16 autocast (fp16 on CUDA "
+                             "GPUs without bf16); the test report and inference run in fp32. Default: on for CUDA "
+                             "and for CPUs with bf16 arithmetic in hardware (AVX512-BF16 or AMX); other CPUs emulate "
+                             "bf16, slower than fp32")
     parser.add_argument("--workers", type=int, help="data-loading (and melify) processes (default: 0 on CPU, up to "
                                                     "8 on CUDA; melify: all cores)")
     parser.add_argument("--out", help="run directory, new or empty (default: runs/<timestamp>)")

@@ -278,7 +278,7 @@ class LoopConfig:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of training batches; 0 = off
     grad_clip: float | None = None  # max gradient norm
-    amp: bool = False  # mixed precision (CUDA)
+    amp: bool = False  # mixed precision: bf16 autocast (fp16 on CUDA GPUs without bf16)
     ema_epochs: float = 0.0  # score and keep an exponential moving average of the weights over ~this many epochs
     distill: float = 0.0  # weight of the teacher's soft targets in the loss, when `fit` is given a teacher
     temperature: float = 2.0  # softening of teacher and student predictions for distillation

@@ -97,23 +97,23 @@ def mel_config_for(sample_rate: int, clip_seconds: float) -> MelConfig:
     return MelConfig(sample_rate=rate, n_fft=n_fft, hop_length=round(0.010 * rate), n_mels=64)
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+_HZ_PER_MEL = 200.0 / 3  # Slaney's scale: 3 mels per 200 Hz up to 1 kHz,
+_MEL_AT_1KHZ = 1000.0 / _HZ_PER_MEL  # that is 15 mels,
+_MELS_PER_LOG_HZ = np.log(6.4) / 27.0  # then 27 mels per factor of 6.4 in frequency
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default): linear up to 1 kHz (3 mels per 200 Hz), logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     log_part = _MEL_AT_1KHZ + np.log(np.maximum(hz, 1000.0) / 1000.0) / _MELS_PER_LOG_HZ
     return np.where(hz >= 1000.0, log_part, hz / _HZ_PER_MEL)
 
 
-def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
     """The inverse of `hz_to_mel`."""
     mels = np.asarray(mels, dtype=np.float64)
     log_part = 1000.0 * np.exp(_MELS_PER_LOG_HZ * (np.maximum(mels, _MEL_AT_1KHZ) - _MEL_AT_1KHZ))
     return np.where(mels >= _MEL_AT_1KHZ, log_part, mels * _HZ_PER_MEL)
-
-
-_HZ_PER_MEL = 200.0 / 3
-_MEL_AT_1KHZ = 1000.0 / _HZ_PER_MEL  # 15 mels
-_MELS_PER_LOG_HZ = np.log(6.4) / 27.0
 
 
 def mel_band_edges(config: MelConfig) -> np.ndarray:
@@ -123,15 +123,21 @@ def mel_band_edges(config: MelConfig) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def mel_filterbank(config: MelConfig) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) float32 Slaney mel filters, as librosa.filters.mel makes them (to float32 rounding):
-    triangles over the FFT bins' frequencies, each scaled to unit area in Hz. Computed here, not by librosa, whose
-    import costs a command ~1.5 s of start-up."""
+    """(n_mels, n_fft // 2 + 1) float32 Slaney mel filters, bit for bit as librosa.filters.mel makes them (so the
+    features, and the hashes `data.mel_digest` takes of them, match earlier melify output): triangles over the FFT
+    bins' frequencies, each scaled to unit area in Hz. Computed here, not by librosa, whose import costs a command
+    ~1.5 s of start-up. Warns, as librosa does, when some bands cover no FFT bin."""
     edges = mel_band_edges(config)
     bin_hz = np.fft.rfftfreq(config.n_fft, 1.0 / config.sample_rate)  # (n_bins,)
     rising = (bin_hz - edges[:-2, None]) / np.diff(edges)[:-1, None]  # (n_mels, n_bins): 0 at the lower edge, 1 at
     falling = (edges[2:, None] - bin_hz) / np.diff(edges)[1:, None]  # the centre, and down to 0 at the upper edge
-    triangles = np.maximum(0.0, np.minimum(rising, falling))
-    return (triangles * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+    triangles = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)  # rounded here, as librosa does
+    filters = triangles * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    empty = int((filters.max(axis=1) == 0).sum())
+    if empty:
+        warnings.warn(f"{config}: {empty} of the {config.n_mels} mel bands cover no FFT bin and will be all zero; "
+                      f"use fewer bands (n_mels) or a longer window (n_fft)", stacklevel=2)
+    return filters.astype(np.float32)
 
 
 _SPARSE_LOCK = threading.Lock()
@@ -162,19 +168,28 @@ def log_mel(samples, config: MelConfig):
     waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)) if as_numpy else samples.float()
     batch_shape = waveform.shape[:-1]
     waveform = waveform.reshape(-1, waveform.shape[-1])  # (..., S) -> (B, S)
-    if waveform.device.type == "cpu":
-        mel_power = _mel_power_in_chunks(waveform, config)
-    else:  # one batched STFT and a dense product on GPUs, where the product costs nothing next to the transfers
-        window = torch.hann_window(config.n_fft, device=waveform.device)
-        spectrum = torch.stft(waveform, config.n_fft, config.hop_length, window=window, center=True,
-                              pad_mode="constant", return_complex=True)  # (B, n_fft // 2 + 1, n_frames)
-        power = spectrum.real.square() + spectrum.imag.square()
-        filters = torch.from_numpy(mel_filterbank(config)).to(waveform.device)
-        mel_power = filters @ power  # (n_mels, n_bins) @ (B, n_bins, n_frames) -> (B, n_mels, n_frames)
-    mel_db = 10.0 * torch.log10(mel_power.clamp_min(1e-10))
-    mel_db = mel_db - mel_db.amax(dim=(-2, -1), keepdim=True)
+    with torch.autocast(waveform.device.type, enabled=False):  # fp32 under any autocast: powers overflow fp16
+        if waveform.device.type == "cpu" and not waveform.requires_grad:
+            mel_power = _mel_power_in_chunks(waveform, config)
+        else:  # GPUs, and gradients through the features
+            mel_power = _mel_power_of_stft(waveform, config)
+        mel_db = 10.0 * torch.log10(mel_power.clamp_min(1e-10))
+        mel_db = mel_db - mel_db.amax(dim=(-2, -1), keepdim=True)
     mel_db = mel_db.clamp_min(-config.top_db).reshape(*batch_shape, *mel_db.shape[-2:])  # (B, ...) -> (..., M, T)
     return mel_db.numpy() if as_numpy else mel_db
+
+
+def _mel_power_of_stft(waveform, config: MelConfig):
+    """(B, n_samples) -> (B, n_mels, n_frames) mel power from one batched torch.stft and a dense mel product: on
+    GPUs the product costs nothing next to the transfers."""
+    import torch
+
+    window = torch.hann_window(config.n_fft, device=waveform.device)
+    spectrum = torch.stft(waveform, config.n_fft, config.hop_length, window=window, center=True,
+                          pad_mode="constant", return_complex=True)  # (B, n_fft // 2 + 1, n_frames)
+    power = spectrum.real.square() + spectrum.imag.square()
+    filters = torch.from_numpy(mel_filterbank(config)).to(waveform.device)
+    return filters @ power  # (n_mels, n_bins) @ (B, n_bins, n_frames) -> (B, n_mels, n_frames)
 
 
 CHUNK_FRAMES = 64  # STFT frames per step on CPU: their spectra (0.5 MiB at n_fft 2048) stay in a core's cache

@@ -58,7 +58,7 @@ from .manifest import LABELS_CSV, ManifestRow, is_manifest, manifest_text, read_
 MANIFEST = "melify.json"
 GTZAN_FOLDERS = ("genres_original", "genres")  # what the GTZAN archives unpack into
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
-# A worker process takes ~3 s to start (it imports torch and librosa), while this process converts on one thread
+# A worker process takes ~2-3 s to start (it imports torch), while this process converts on one thread
 # per core at no start-up cost: a process pool is used from 2 x this many clips on.
 CLIPS_PER_WORKER_MIN = 250
 UNLABELLED = "unlabelled"  # the one folder of an unlabelled pool's images

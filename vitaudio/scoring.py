@@ -1,7 +1,8 @@
 """Running a model on clips: the device, mixed precision, and a clip's score as the mean (or max) of its segments'
 logits.
 
-Training's evaluation and inference both score clips through these functions, so they cannot drift apart.
+Training's evaluation and inference both score clips through these functions, so they cannot drift apart (the
+per-epoch validation runs in bf16 where --amp is on; the test report and inference in fp32).
 """
 from __future__ import annotations
 
