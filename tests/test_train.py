@@ -308,6 +308,15 @@ def test_amp_on_cpu_is_bf16_autocast_and_can_be_turned_off():
     assert TrainConfig(amp=False).amp_on(torch.device("cpu")) is False
 
 
+def test_amp_is_on_by_default_for_cuda_and_for_cpus_with_bf16_arithmetic(monkeypatch):
+    import vitaudio.config
+
+    for has_bf16 in (True, False):  # CPUs without it would emulate bf16, slower than fp32
+        monkeypatch.setattr(vitaudio.config, "cpu_has_bf16", lambda: has_bf16)
+        assert TrainConfig().amp_on(torch.device("cpu")) is has_bf16
+        assert TrainConfig().amp_on(torch.device("cuda")) is True
+
+
 def test_a_mixed_precision_run_is_tested_in_fp32_as_its_users_will_score_it(tmp_path):
     root = write_separable_set(tmp_path / "audio", per_class=8)
     run_dir = train(TrainConfig(root=str(root), epochs=2, members=1, amp=True, segment_seconds=1.0,
