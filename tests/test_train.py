@@ -312,7 +312,7 @@ def test_amp_is_on_by_default_for_cuda_and_for_cpus_with_bf16_arithmetic(monkeyp
     import vitaudio.config
 
     for has_bf16 in (True, False):  # CPUs without it would emulate bf16, slower than fp32
-        monkeypatch.setattr(vitaudio.config, "cpu_has_bf16", lambda: has_bf16)
+        monkeypatch.setattr(vitaudio.config, "cpu_has_bf16", lambda answer=has_bf16: answer)
         assert TrainConfig().amp_on(torch.device("cpu")) is has_bf16
         assert TrainConfig().amp_on(torch.device("cuda")) is True
 

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import VitaudioError
+from .files import write_text_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -113,5 +114,7 @@ def check_split(split: dict[str, list[str]], known_keys: set[str], source: str) 
 
 
 def write_split_file(path: Path, split: dict[str, list[str]], path_of_key: dict[str, str]) -> None:
-    """Write the split as JSON with root-relative clip paths (the audio file names where known)."""
-    Path(path).write_text(json.dumps({name: [path_of_key[k] for k in split[name]] for name in SPLITS}, indent=1))
+    """Write the split as JSON with root-relative clip paths (the audio file names where known), atomically: a
+    reader (another run sharing the split) sees no file or the whole of it."""
+    write_text_atomic(Path(path), json.dumps({name: [path_of_key[k] for k in split[name]] for name in SPLITS},
+                                             indent=1))
