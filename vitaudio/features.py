@@ -210,8 +210,9 @@ def _mel_power_in_chunks(waveform, config: MelConfig):
     for clip_frames, clip_mel_power in zip(frames, mel_power):
         for start in range(0, frames.shape[1], CHUNK_FRAMES):
             spectrum = torch.fft.rfft(clip_frames[start:start + CHUNK_FRAMES] * window).numpy()  # (k, n_bins)
-            power = spectrum.real * spectrum.real  # numpy: 2.5x torch's speed on the real and imaginary views
-            power += spectrum.imag * spectrum.imag
+            with np.errstate(over="ignore"):  # inf, as torch gives it; callers name the file whose samples overflow
+                power = spectrum.real * spectrum.real  # numpy: 2.5x torch's speed on the real and imaginary views
+                power += spectrum.imag * spectrum.imag
             clip_mel_power[:, start:start + CHUNK_FRAMES] = filters @ torch.from_numpy(power).T  # (n_mels, k)
     return mel_power
 
