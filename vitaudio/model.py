@@ -63,12 +63,17 @@ class ViTConfig:
         for name in ("dropout", "attn_dropout", "drop_path", "patchout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
-        reduction = 2 ** len(self.stem_channels)
+        reduction = self.stem_reduction
         if any(n % reduction for n in (*self.patch_size, *self.patch_stride)) or min(self.stem_channels, default=1) < 1:
             raise ValueError(f"With {len(self.stem_channels)} stem layers, patch size and stride must be multiples of "
                              f"{reduction} and stem channels >= 1: {self}.")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}.")
+
+    @property
+    def stem_reduction(self) -> int:
+        """How many times smaller than the mel the stem's output is along each axis (each layer halves both)."""
+        return 2 ** len(self.stem_channels)
 
     def training_bytes(self, n_frames: int, batch_size: int) -> int:
         """An upper estimate of the float32 activations one training step on (batch_size, 1, n_mels, n_frames)
@@ -78,7 +83,7 @@ class ViTConfig:
         for channels in self.stem_channels:
             height, width = (height + 1) // 2, (width + 1) // 2  # 3x3, stride 2, padding 1
             values += 3 * channels * height * width
-        reduction = 2 ** len(self.stem_channels)  # the patch grid over the stem's output, as PatchEmbedding has it
+        reduction = self.stem_reduction  # the patch grid over the stem's output, as PatchEmbedding has it
         tokens = 2 + math.prod((n - k // reduction) // (s // reduction) + 1 for n, k, s in zip(
             (height, width), self.patch_size, self.patch_stride))  # patches, cls, context
         per_block = tokens * (10 + 2 * self.mlp_ratio) * self.dim + 2 * self.heads * tokens**2

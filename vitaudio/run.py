@@ -164,9 +164,8 @@ def run_data(config: TrainConfig, mel_root: Path, source: dict | None, resume: P
         """The model for segments of n_frames: the source's when fine-tuning (its patches unless strides are
         given), else the preset with the patch stride the segment calls for."""
         base = ViTConfig(**source["model_config"]) if source else vit_config(config.model)
-        reduction = 2 ** len(base.stem_channels)
         time_stride = config.time_stride or (base.patch_stride[1] if source else patch_time_stride(
-            n_frames, base.patch_size[1], reduction))
+            n_frames, base.patch_size[1], base.stem_reduction))
         try:
             return replace(base, patch_stride=(config.freq_stride or base.patch_stride[0], time_stride),
                            **overrides)

@@ -33,9 +33,9 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). There bf16 autocast makes a training
-    step of the default model ~1.2x and scoring ~1.7x faster (bench/RESULTS.md); elsewhere bf16 is emulated and
-    slower than fp32."""
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). There bf16 autocast makes an epoch of
+    the default model ~1.4-1.5x and scoring ~1.5x faster than fp32 (bench/RESULTS.md); elsewhere bf16 is emulated
+    and slower than fp32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's; private, so looked up softly
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
