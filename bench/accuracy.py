@@ -60,11 +60,12 @@ from vitaudio.config import TrainConfig  # noqa: E402
 from vitaudio.data import (  # noqa: E402
     MelClips,
     SegmentRule,
+    TrainAugment,
     mel_stats,
     read_mel_config,
     segment_loader,
     source_paths,
-    train_transform,
+    train_batches,
 )
 from vitaudio.engine import HIGHEST_VAL_ACCURACY, LoopConfig, Schedule, evaluate, fit  # noqa: E402
 from vitaudio.files import atomic_path, data_fingerprint, write_text_atomic  # noqa: E402
@@ -336,10 +337,10 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
     train_clips = MelClips(bench.mel_root, task.split["train"])
     frames = segment_frames(None, read_mel_config(bench.mel_root), train_clips)
     rule, standardize = SegmentRule(frames, frames), mel_stats(train_clips)
-    train_set = MelClips(bench.mel_root, task.split["train"], transform=train_transform(frames, standardize),
-                         stored=True)
-    loaders = {"train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
-                                   drop_last=len(train_set) > recipe.batch_size)}
+    train_set = MelClips(bench.mel_root, task.split["train"], stored=True, images=True)
+    loaders = {"train": train_batches(train_set, TrainAugment(frames, standardize), bench.device,
+                                      batch_size=recipe.batch_size, shuffle=True,
+                                      drop_last=len(train_set) > recipe.batch_size)}
     for name in ("val", "test"):
         clips = MelClips(bench.mel_root, task.split[name], stored=True)
         loaders[name] = segment_loader(clips, rule, standardize, batch_size=recipe.eval_batch_size)
@@ -350,7 +351,7 @@ def run_cnn(bench: Bench, task: Task, seed: int) -> RunResult:
 
 
 def fit_and_test(contender: str, bench: Bench, task: Task, seed: int, model: nn.Module,
-                 loaders: dict[str, DataLoader], optimizer: torch.optim.Optimizer, schedule: Schedule,
+                 loaders: dict, optimizer: torch.optim.Optimizer, schedule: Schedule,
                  loop: LoopConfig, start: tuple[float, float]) -> RunResult:
     """Train through the package's loop within the budget, then test the best-validation weights once."""
     result = fit(model, loaders["train"], loaders["val"], optimizer, schedule, loop, device=bench.device,

@@ -3,8 +3,8 @@
     python bench/store_bench.py [--clips 20000] [--seconds 10] [--epochs 2]
 
 Writes N random 16-bit mel PNGs of `seconds` (128 bands, 43 frames a second, as melify makes them from music) into
-a temporary melify-like folder, then, each in a fresh process, reads every clip through the training transform
-(random crop, SpecAugment, clip context) and DataLoader batches for `epochs` epochs, three ways:
+a temporary melify-like folder, then, each in a fresh process, reads every clip through the training batches
+(`data.train_batches`: random crop, SpecAugment, clip context, a batch at a time) for `epochs` epochs, three ways:
 (store) `MelClips(stored=True)`: the memory-mapped store, built from the PNGs first (its build time is reported);
 (ram) the store refused, so each image is kept after its first decoding (what training in one process did before
 the store); (png) every PNG decoded every time (what loader workers do without the store). It reports each
@@ -55,16 +55,16 @@ def one_mode(root: Path, mode: str, epochs: int) -> dict:
     import torch
 
     import vitaudio.data as data
-    from vitaudio.data import MelClips, Standardize, train_transform
+    from vitaudio.data import MelClips, Standardize, TrainAugment, train_batches
 
     torch.set_num_threads(1)
     if mode == "ram":
         data.MelStore.open = classmethod(lambda cls, root, **kwargs: None)  # as where it cannot be written
     start = time.perf_counter()
-    clips = MelClips(root, transform=train_transform(SEGMENT_FRAMES, Standardize(-40.0, 20.0)),
-                     stored=mode != "png")
+    clips = MelClips(root, stored=mode != "png", images=True)
     build = time.perf_counter() - start
-    loader = torch.utils.data.DataLoader(clips, batch_size=32, shuffle=True)
+    loader = train_batches(clips, TrainAugment(SEGMENT_FRAMES, Standardize(-40.0, 20.0)), torch.device("cpu"),
+                           batch_size=32, shuffle=True)
     result = {"mode": mode, "build_s": build, "epoch_s": [], "rss_start": rss_anon_mib(), "rss_peak": 0.0}
     for _ in range(epochs):
         start = time.perf_counter()

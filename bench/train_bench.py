@@ -100,9 +100,9 @@ def generated_mels(folder: Path, n_clips: int = 256, seconds: float = 30.0) -> P
 
 class PhaseClock:
     """Seconds spent, over a whole training, in each phase of the loop, by hooks on what the loop calls: the
-    training loader's batches, the model's forward (in training mode), Tensor.backward, optimizer steps and
-    `engine.evaluate` (validation). CUDA work is synchronised at each boundary so that it is counted where it is
-    launched."""
+    training loader's batches and their augmentation, the model's forward (in training mode), Tensor.backward,
+    optimizer steps and `engine.evaluate` (validation). CUDA work is synchronised at each boundary so that it is
+    counted where it is launched."""
 
     def __init__(self, device: torch.device):
         self.device, self.seconds, self.started = device, dict.fromkeys(
@@ -135,6 +135,19 @@ class PhaseClock:
                 clock.stop("data")
 
         dataloader._BaseDataLoaderIter.__next__ = timed_next
+        import vitaudio.data as data
+
+        if hasattr(data, "TrainBatches"):  # since the batches are augmented on the device, after the loader
+            prepare = data.TrainBatches.prepare
+
+            def timed_prepare(batches, batch):
+                clock.start("data")
+                try:
+                    return prepare(batches, batch)
+                finally:
+                    clock.stop("data")
+
+            data.TrainBatches.prepare = timed_prepare
         evaluate, backward = engine.evaluate, torch.Tensor.backward
 
         def timed_evaluate(*args, **kwargs):

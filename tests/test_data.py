@@ -5,17 +5,16 @@ import pytest
 import torch
 
 from vitaudio.data import (
-    CropWithContext,
     MelClips,
-    RandomCrop,
     Segmented,
     SegmentRule,
-    SpecAugment,
     Standardize,
+    TrainAugment,
+    collate_images,
     collate_segments,
     cut_segments,
     mel_stats,
-    train_transform,
+    train_batches,
 )
 from vitaudio.features import PNG_DB_STEP, read_mel_png, write_mel_png
 
@@ -107,15 +106,6 @@ def test_where_the_store_cannot_be_written_each_png_is_decoded_once(mel_root, ca
     assert all(torch.equal(stored[i][0], from_pngs[i]) for i in range(len(stored)))
 
 
-def test_random_crop_has_segment_length_and_pads_short_clips():
-    crop = RandomCrop(64)
-    assert crop(torch.randn(1, 32, 200)).shape == (1, 32, 64)
-    short = torch.full((1, 32, 10), -5.0)
-    short[..., 0] = -80
-    padded = crop(short)
-    assert padded.shape == (1, 32, 64) and float(padded[..., -1].max()) == -80  # padded with the quietest value
-
-
 def test_segments_cover_the_whole_clip_last_one_end_aligned():
     rule = SegmentRule(frames=40, hop_frames=40)
     assert rule.starts(100) == [0, 40, 60] and rule.starts(120) == [0, 40, 80] and rule.starts(30) == [0]
@@ -140,31 +130,6 @@ def test_segmented_dataset_and_collate_keep_clip_membership(mel_root):
     assert not torch.equal(contexts[0], contexts[2])
 
 
-def test_spec_augment_masks_bands_and_frames_with_zero():
-    torch.manual_seed(0)
-    mel = torch.ones(1, 64, 100)
-    masked = SpecAugment(freq_masks=1, freq_width=0.5, time_masks=1, time_width=0.5)(mel)
-    assert masked.shape == mel.shape and float(mel.min()) == 1.0  # input untouched
-    assert (masked == 0).any() and set(masked.unique().tolist()) <= {0.0, 1.0}
-
-
-def test_train_transform_crops_and_standardises():
-    torch.manual_seed(0)
-    out, context = train_transform(64, Standardize(mean=-50.0, std=10.0))(torch.full((1, 32, 300), -40.0))
-    assert out.shape == (1, 32, 64) and float(out.max()) == 1.0  # (-40 + 50) / 10
-    assert set(out.unique().tolist()) <= {0.0, 1.0}  # SpecAugment masks are 0
-    torch.testing.assert_close(context, torch.cat([torch.ones(32), torch.zeros(32)]))  # unmasked, standardised
-
-
-def test_train_context_is_band_stats_of_a_stretch_of_the_clip_at_least_one_crop_long():
-    torch.manual_seed(0)
-    clip = torch.arange(300, dtype=torch.float32).expand(1, 4, 300)  # each frame's value is its index
-    transform = train_transform(50, Standardize(mean=0.0, std=1.0))
-    means = [float(transform(clip)[1][0]) for _ in range(200)]  # band 0's mean = the stretch's middle frame
-    assert min(means) >= 24.5 and max(means) <= 274.5  # a stretch of >= 50 frames inside [0, 300)
-    assert max(means) - min(means) > 100  # the stretch varies: the model learns to use partial context
-
-
 def test_mel_stats_are_mean_and_std_of_all_values(mel_root):
     clips = MelClips(mel_root)
     stats = mel_stats(clips)
@@ -172,52 +137,98 @@ def test_mel_stats_are_mean_and_std_of_all_values(mel_root):
     assert stats.mean == pytest.approx(values.mean(), abs=1e-3) and stats.std == pytest.approx(values.std(), abs=1e-3)
 
 
-def without_masks(transform: CropWithContext) -> CropWithContext:
-    transform.mask = lambda mel: mel
-    return transform
+def augment_one(augment: TrainAugment, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One clip's dB mel (1, M, T) through the batch augmentation -> (crop (1, M, frames), context (2M,))."""
+    crops, contexts = augment(mel_db, torch.tensor([mel_db.shape[-1]]))
+    return crops[0], contexts[0]
+
+
+def test_training_inputs_are_standardised_crops_masked_with_zero_and_the_context_of_the_clip():
+    torch.manual_seed(0)
+    crops, contexts = TrainAugment(64, Standardize(mean=-50.0, std=10.0))(torch.full((8, 32, 300), -40.0),
+                                                                           torch.full((8,), 300))
+    assert crops.shape == (8, 1, 32, 64) and float(crops.max()) == 1.0  # (-40 + 50) / 10
+    assert set(crops.unique().tolist()) == {0.0, 1.0}  # SpecAugment masks are 0, the mean
+    torch.testing.assert_close(contexts, torch.cat([torch.ones(32), torch.zeros(32)]).expand(8, -1))  # unmasked
+
+
+def test_train_context_is_band_stats_of_a_stretch_of_the_clip_at_least_one_crop_long():
+    torch.manual_seed(0)
+    clips = torch.arange(300, dtype=torch.float32).expand(400, 4, 300)  # each frame's value is its index
+    contexts = TrainAugment(50, Standardize(mean=0.0, std=1.0))(clips, torch.full((400,), 300))[1]
+    means, stds = contexts[:, 0], contexts[:, 4]  # band 0's mean = the stretch's middle frame
+    lengths = (stds**2 * 12 + 1).sqrt().round()  # the std of n consecutive integers is sqrt((n^2 - 1) / 12)
+    assert lengths.min() >= 50 and lengths.max() <= 300 and lengths.max() - lengths.min() > 150  # varied
+    assert (means - (lengths - 1) / 2 >= -1e-3).all() and (means + (lengths - 1) / 2 <= 299 + 1e-3).all()  # inside
+    assert max(means) - min(means) > 100  # the stretch moves: the model learns to use partial context
+
+
+def test_a_batch_of_clips_of_several_lengths_is_augmented_clip_by_clip():
+    torch.manual_seed(0)
+    long = torch.arange(200.0).expand(1, 8, 200)  # value = frame index
+    short = torch.full((1, 8, 200), 500.0)  # only its first 30 frames are the clip: the rest is the batch's padding
+    short[..., :30] = torch.linspace(-5, -1, 30)
+    augment = TrainAugment(40, Standardize(0.0, 1.0), masks=0)
+    for _ in range(50):
+        crops, contexts = augment(torch.cat([long, short]), torch.tensor([200, 30]))
+        assert (crops[0].diff(dim=-1) == 1).all()  # a window of the long clip, contiguous
+        assert float(crops[1].max()) <= -1 and float(crops[1].min()) == -5  # the short one padded with its lowest
+        assert float(contexts[1, :8].max()) < -1  # its context never sees the padding either
+
+
+def test_crop_positions_and_mask_widths_are_drawn_uniformly():
+    torch.manual_seed(0)
+    n_clips, frames, n_frames = 4000, 20, 60
+    clips = torch.arange(float(n_frames)).expand(n_clips, 4, n_frames)
+    crops = TrainAugment(frames, Standardize(0.0, 1.0), masks=0)(clips, torch.full((n_clips,), n_frames))[0]
+    starts = torch.bincount(crops[:, 0, 0, 0].long(), minlength=n_frames - frames + 1)
+    expected = n_clips / (n_frames - frames + 1)  # 41 starts, ~98 each
+    assert len(starts) == n_frames - frames + 1 and (starts - expected).abs().max() < 4.5 * expected**0.5
+    masked = TrainAugment(frames, Standardize(0.0, 1.0), masks=1, mask_width=0.5)(
+        clips + 1, torch.full((n_clips,), n_frames))[0][:, 0]  # no value is 0 but a mask's
+    for widths, size in (((masked == 0).all(dim=-1).sum(dim=-1), 4), ((masked == 0).all(dim=-2).sum(dim=-1), frames)):
+        counts = torch.bincount(widths, minlength=size // 2 + 1)  # a width in [0, size / 2], each alike
+        expected = n_clips / (size // 2 + 1)
+        assert len(counts) == size // 2 + 1 and (counts - expected).abs().max() < 4.5 * expected**0.5
 
 
 def test_band_shift_moves_the_crop_along_the_mel_axis_within_its_range():
-    mel_db = torch.full((1, 40, 50), -80.0)
+    mel_db = torch.full((300, 40, 50), -80.0)
     mel_db[:, 20] = 0.0  # one loud band
-    transform = without_masks(CropWithContext(50, Standardize(0.0, 1.0), band_shift=0.1))  # up to 4 bands
-    rows = {int(transform(mel_db)[0][0].mean(dim=-1).argmax()) for _ in range(300)}
-    assert rows == set(range(16, 25))
+    crops = TrainAugment(50, Standardize(0.0, 1.0), band_shift=0.1, masks=0)(mel_db, torch.full((300,), 50))[0]
+    assert set(crops[:, 0].mean(dim=-1).argmax(dim=-1).tolist()) == set(range(16, 25))  # up to 4 bands either way
+    assert (crops.amin(dim=(1, 2, 3)) == -80).all()  # the bands left empty hold the crop's lowest value
 
 
 def test_time_stretch_resamples_crops_of_other_lengths_to_the_segment():
-    mel_db = torch.arange(400.0).expand(1, 8, 400)  # each value is its frame index
-    transform = without_masks(CropWithContext(100, Standardize(0.0, 1.0), time_stretch=0.25))
-    slopes = []
-    for _ in range(300):
-        crop = transform(mel_db)[0]
-        assert crop.shape == (1, 8, 100)
-        slopes.append(float(crop[0, 0, -1] - crop[0, 0, 0]) / 99)  # frames of the clip per frame of the crop
-    assert 1 / 1.25 - 0.02 <= min(slopes) < 0.9 and 1.1 < max(slopes) <= 1.25 + 0.02
+    clips = torch.arange(400.0).expand(300, 8, 400)  # each value is its frame index
+    crops = TrainAugment(100, Standardize(0.0, 1.0), time_stretch=0.25, masks=0)(clips, torch.full((300,), 400))[0]
+    assert crops.shape == (300, 1, 8, 100)
+    slopes = (crops[:, 0, 0, -1] - crops[:, 0, 0, 0]) / 99  # frames of the clip per frame of the crop
+    assert 1 / 1.25 - 0.02 <= slopes.min() < 0.9 and 1.1 < slopes.max() <= 1.25 + 0.02
+    assert (crops[:, 0, 0].diff(dim=-1) > 0).all()  # resampled in order, nothing rolled
 
 
 def test_clips_no_longer_than_a_segment_are_rolled_in_time_and_longer_ones_only_cropped():
-    word = torch.full((1, 8, 40), -80.0)
+    augment = TrainAugment(40, Standardize(0.0, 1.0), masks=0)
+    word = torch.full((400, 8, 40), -80.0)
     word[..., 20] = 0.0  # one loud frame in the middle of a one-segment clip
-    transform = without_masks(CropWithContext(40, Standardize(0.0, 1.0)))
-    positions = {int(transform(word)[0][0, 0].argmax()) for _ in range(400)}
-    assert positions == set(range(10, 31))  # rolled by up to a quarter of the segment either way
-    song = torch.arange(400.0).expand(1, 8, 400)
-    crop = transform(song)[0][0, 0]
-    assert torch.equal(crop, crop[0] + torch.arange(40.0))  # a crop of a longer clip is contiguous, not rolled
+    crops = augment(word, torch.full((400,), 40))[0]
+    assert set(crops[:, 0, 0].argmax(dim=-1).tolist()) == set(range(10, 31))  # by up to a quarter either way
+    song = augment(torch.arange(400.0).expand(1, 8, 400), torch.tensor([400]))[0][0, 0, 0]
+    assert torch.equal(song, song[0] + torch.arange(40.0))  # a crop of a longer clip is contiguous, not rolled
 
 
 def test_gain_raises_or_lowers_a_whole_training_clip_and_its_context_alike():
     mel_db = torch.linspace(-60, -10, 8 * 30).view(1, 8, 30)
-    plain = CropWithContext(40, Standardize(mean=-30.0, std=10.0))
-    louder = CropWithContext(40, Standardize(mean=-30.0, std=10.0), gain_db=12.0)
-    plain.mask = louder.mask = lambda mel: mel  # no SpecAugment, so that only the level differs
+    plain = TrainAugment(40, Standardize(mean=-30.0, std=10.0), masks=0)
+    louder = TrainAugment(40, Standardize(mean=-30.0, std=10.0), gain_db=12.0, masks=0)
     offsets = []
     for seed in range(20):
         torch.manual_seed(seed)
-        crop, context = plain(mel_db)
+        crop, context = augment_one(plain, mel_db)
         torch.manual_seed(seed)  # the same crop and roll: the gain is drawn after them
-        gained_crop, gained_context = louder(mel_db)
+        gained_crop, gained_context = augment_one(louder, mel_db)
         offset = float((gained_crop - crop).mean())
         torch.testing.assert_close(gained_crop, crop + offset)  # one offset for the whole crop...
         torch.testing.assert_close(gained_context, context + torch.tensor([offset] * 8 + [0.0] * 8))  # its means
@@ -226,18 +237,29 @@ def test_gain_raises_or_lowers_a_whole_training_clip_and_its_context_alike():
 
 
 def test_mel_range_narrows_the_bands_at_either_end_and_stretches_them_back_over_the_image():
-    augment = CropWithContext(40, Standardize(mean=0.0, std=1.0), band_crop=0.25)
-    bands = torch.arange(16.0).view(1, 16, 1).expand(1, 16, 5)  # band k holds the value k, in every frame
-    lows, highs = set(), set()
-    for seed in range(40):
-        torch.manual_seed(seed)
-        ranged = augment.mel_range(bands)
-        assert ranged.shape == bands.shape and (ranged == ranged[..., :1]).all()  # time untouched
-        column = ranged[0, :, 0]
-        assert (column.diff() >= 0).all()  # still low to high, only stretched
-        low, high = float(column[0]), float(column[-1])
-        assert 0 <= low <= 4 and 11 <= high <= 15  # at most a quarter of the 16 bands cut at each end
-        lows.add(low)
-        highs.add(high)
-    assert len(lows) > 2 and len(highs) > 2  # fmin and fmax both vary
-    assert CropWithContext(40, Standardize(0.0, 1.0)).mel_range(bands) is bands  # off by default
+    bands = torch.arange(16.0).view(1, 16, 1).expand(200, 16, 5)  # band k holds the value k, in every frame
+    ranged = TrainAugment(5, Standardize(0.0, 1.0), band_crop=0.25).mel_range(bands)
+    assert ranged.shape == bands.shape and (ranged == ranged[..., :1]).all()  # time untouched
+    columns = ranged[:, :, 0]
+    assert (columns.diff(dim=1) >= 0).all()  # still low to high, only stretched
+    lows, highs = columns[:, 0], columns[:, -1]
+    assert (lows >= 0).all() and (lows <= 4).all() and (highs >= 11).all() and (highs <= 15).all()  # <= 4 of 16
+    assert len(lows.unique()) > 2 and len(highs.unique()) > 2  # fmin and fmax both vary
+    assert TrainAugment(5, Standardize(0.0, 1.0)).mel_range(bands) is bands  # off by default
+
+
+def test_training_batches_pad_images_and_come_augmented_in_loader_order(mel_root):
+    clips = MelClips(mel_root, stored=True, images=True)
+    image, label = clips[0]
+    assert image.dtype == np.uint16 and image.shape == (32, 50) and label == 0  # as stored, 2 bytes a value
+    images, n_frames, targets = collate_images([clips[0], clips[3]])
+    assert images.shape == (2, 32, 130) and n_frames.tolist() == [50, 130] and targets.tolist() == [0, 1]
+    assert not images[0, :, 50:].any()  # the shorter image padded with zeros; n_frames says where it ends
+    standardize = Standardize(mean=-60.0, std=10.0)
+    batches = train_batches(clips, TrainAugment(48, standardize, masks=0), torch.device("cpu"), batch_size=4)
+    assert len(batches) == 1
+    (crops, contexts), labels = next(iter(batches))
+    assert crops.shape == (4, 1, 32, 48) and contexts.shape == (4, 64) and labels.tolist() == [0, 0, 1, 1]
+    whole = (MelClips(mel_root)[3][0] - -60.0) / 10.0  # (1, 32, 130) standardised, lowest band first
+    assert float(crops[3, 0, 0].max()) == pytest.approx(float(whole[0, 0].max()), abs=1e-3)  # band 0 is the lowest
+    assert float(crops[3, 0, 31].min()) == pytest.approx(float(whole[0, 31].min()), abs=1e-3)

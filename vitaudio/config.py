@@ -121,7 +121,8 @@ class TrainConfig:
         return self.members + self.cnn_teacher
 
     def loader_workers(self, device: torch.device) -> int:
-        """--workers as given; by default none on the CPU (the clips are decoded once, in RAM), up to 8 for CUDA."""
+        """--workers as given; by default none on the CPU (reading the store costs little next to a step), up to 8
+        for CUDA, so that reading and copying overlap the GPU's work."""
         if self.workers is not None:
             return self.workers
         return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0

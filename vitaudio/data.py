@@ -1,11 +1,13 @@
-"""Melify output as torchvision datasets: random crops and SpecAugment for training, whole clips cut into
-segments for evaluation.
+"""Melify output as torchvision datasets: training batches augmented on the device, whole clips cut into segments
+for evaluation.
 
-Every item starts as the clip's dB mel `(1, n_mels, n_frames)` (index 0 = lowest band), read through melify's
-exact inverse. Training items are random time crops of one segment; evaluation items are all the segments
-that cover the clip, and a clip's prediction is the mean of its segment logits (see `scoring.clip_logits_of`). Each
-comes with its clip's context, `features.band_stats` of the standardised clip: of the whole clip for evaluation, of
-a random stretch of it (at least one segment long) for training, so that the model learns to use partial context.
+Every clip starts as its dB mel `(1, n_mels, n_frames)` (index 0 = lowest band), read through melify's exact
+inverse, or, for training, as its uint16 image, which travels to the training device as it is stored. Training
+inputs are random time crops of one segment, made and augmented there a batch at a time (`TrainAugment`);
+evaluation items are all the segments that cover the clip, and a clip's prediction is the mean of its segment
+logits (see `scoring.clip_logits_of`). Each comes with its clip's context, `features.band_stats` of the
+standardised clip: of the whole clip for evaluation, of a random stretch of it (at least one segment long) for
+training, so that the model learns to use partial context.
 """
 from __future__ import annotations
 
@@ -79,121 +81,198 @@ class Standardize:
         return (mel_db - self.mean) / self.std
 
 
-class RandomCrop:
-    """(1, M, T) -> (1, M, frames): a random window in time (the clip padded first if it is shorter)."""
-
-    def __init__(self, frames: int):
-        self.frames = frames
-
-    def __call__(self, mel_db: torch.Tensor) -> torch.Tensor:
-        mel_db = pad_frames(mel_db, self.frames)
-        start = int(torch.randint(0, mel_db.shape[-1] - self.frames + 1, ()))
-        return mel_db[..., start:start + self.frames]
+def uniform_ints(low, high) -> torch.Tensor:
+    """One integer drawn uniformly from [low, high] (inclusive) per item of `low` and `high` (ints or (B,) long
+    tensors, at least one a tensor), from torch's global CPU generator, which last.pt saves."""
+    low, high = torch.as_tensor(low), torch.as_tensor(high)
+    size = torch.broadcast_shapes(low.shape, high.shape)
+    drawn = low + (torch.rand(size, dtype=torch.float64) * (high - low + 1)).long()  # (B,)
+    return torch.minimum(drawn, high)
 
 
-class SpecAugment:
-    """Frequency and time masking (Park et al., 2019) on a standardised (1, M, T) mel; masks are set to 0 = mean."""
-
-    def __init__(self, freq_masks: int = 2, freq_width: float = 0.15, time_masks: int = 2, time_width: float = 0.15):
-        self.freq_masks, self.freq_width = freq_masks, freq_width  # widths: at most this share of the axis
-        self.time_masks, self.time_width = time_masks, time_width
-
-    def __call__(self, mel: torch.Tensor) -> torch.Tensor:
-        mel = mel.clone()
-        for axis, count, width in ((-2, self.freq_masks, self.freq_width), (-1, self.time_masks, self.time_width)):
-            size = mel.shape[axis]
-            for _ in range(count):
-                span = int(torch.randint(0, int(size * width) + 1, ()))
-                start = int(torch.randint(0, size - span + 1, ()))
-                mel.narrow(axis, start, span).zero_()
-        return mel
+def mask_spans(size: int, count: int, width: float, batch: int) -> torch.Tensor:
+    """(batch, size) bool: `count` spans of the axis per item, each of a length drawn from [0, width x size] at a
+    position drawn from those where it fits (SpecAugment's masks, Park et al., 2019)."""
+    position = torch.arange(size)
+    masked = torch.zeros(batch, size, dtype=torch.bool)
+    for _ in range(count):
+        span = uniform_ints(torch.zeros(batch, dtype=torch.long), int(size * width))  # (B,)
+        start = uniform_ints(0, size - span)
+        masked |= (position >= start[:, None]) & (position < (start + span)[:, None])
+    return masked
 
 
-class CropWithContext:
-    """Training items: dB mel (1, M, T) -> (a random crop (1, M, frames) (a clip no longer than that: rolled in time
-    by up to a quarter of it, as a one-second word is), raised or lowered by up to `gain_db` dB, standardised,
-    shifted along the mel axis by up to `band_shift` x M bands and stretched in time by a factor in
-    [1 / (1 + time_stretch), 1 + time_stretch] (pitch and tempo, as seen in a mel image), its mel range narrowed at
-    each end by up to `band_crop` x M bands and stretched back to M (a random fmin and fmax, as seen in a mel
-    image), then masked by SpecAugment; the context (2M,): band stats of a random stretch of the standardised
-    clip, from `frames` frames to all)."""
+def linear_taps(positions: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fractional source positions (B, N) into axes of `size` (B,) items -> (left index, right index, weight of the
+    right one), each (B, N), as F.interpolate's linear modes take them (clamped to the axis)."""
+    positions = positions.clamp(min=0)
+    left = torch.minimum(positions.floor().long(), size[:, None] - 1)
+    right = torch.minimum(left + 1, size[:, None] - 1)
+    return left, right, (positions - left).clamp(0, 1).float()
+
+
+def gather_linear(values: torch.Tensor, left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor,
+                  dim: int) -> torch.Tensor:
+    """values (B, M, T) sampled along `dim` (1 or 2) at (B, N) taps -> (B, N, T) or (B, M, N)."""
+    def expand(index: torch.Tensor) -> torch.Tensor:
+        index = index.to(values.device)
+        return index[:, :, None].expand(-1, -1, values.shape[2]) if dim == 1 else \
+            index[:, None, :].expand(-1, values.shape[1], -1)
+
+    weight = weight.to(values.device)
+    weight = weight[:, :, None] if dim == 1 else weight[:, None, :]
+    return values.gather(dim, expand(left)) * (1 - weight) + values.gather(dim, expand(right)) * weight
+
+
+class TrainAugment:
+    """Training inputs, made a batch at a time on the batch's device: dB mels (B, M, T) of clips `n_frames` (B,)
+    long (the batch padded to its longest) -> (crops (B, 1, M, frames), contexts (B, 2M)).
+
+    Each crop is a random window of its clip, padded first with the clip's lowest value where the clip is shorter
+    (a clip no longer than a segment is rolled in time by up to a quarter of it instead, as a one-second word is),
+    standardised, its level raised or lowered by up to `gain_db` dB, its window frames x a factor in
+    [1 / (1 + time_stretch), 1 + time_stretch] long and resampled to `frames` (tempo, as seen in a mel image),
+    shifted along the mel axis by up to `band_shift` x M bands (pitch), its mel range narrowed at each end by up to
+    `band_crop` x M bands and stretched back over M (a random fmin and fmax, EfficientAT), then masked by
+    SpecAugment (2 + 2 masks of up to 15 % of each axis, set to 0, the mean). The context is the band stats of a
+    random stretch of the standardised clip, from `frames` frames to all of it, so that the model learns to use
+    partial context; the gain moves its band means too. Every draw is one per clip, from torch's global CPU
+    generator: a resumed run draws what an uninterrupted one would.
+    """
 
     def __init__(self, frames: int, standardize: Standardize, *, band_shift: float = 0.0, time_stretch: float = 0.0,
-                 gain_db: float = 0.0, band_crop: float = 0.0):
+                 gain_db: float = 0.0, band_crop: float = 0.0, masks: int = 2, mask_width: float = 0.15):
         self.frames, self.standardize = frames, standardize
         self.band_shift, self.time_stretch, self.gain_db, self.band_crop = band_shift, time_stretch, gain_db, band_crop
-        self.mask = SpecAugment()
+        self.masks, self.mask_width = masks, mask_width
 
-    def __call__(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mel = self.standardize(pad_frames(mel_db, self.frames))  # (1, M, T), T >= frames
-        n_frames = mel.shape[-1]
-        length = int(torch.randint(self.frames, n_frames + 1, ()))
-        start = int(torch.randint(0, n_frames - length + 1, ()))
-        context = band_stats(mel[None, ..., start:start + length])[0]  # (1, 1, M, length) -> (2M,)
-        crop = self.stretched_crop(mel)
-        if n_frames <= self.frames:  # a clip no longer than a segment: no random crop moves it, so roll it instead
-            crop = crop.roll(int(torch.randint(-(self.frames // 4), self.frames // 4 + 1, ())), dims=-1)
+    def __call__(self, mel_db: torch.Tensor, n_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_frames = n_frames.cpu()
+        batch, n_mels, width = mel_db.shape
+        lengths = n_frames.clamp(min=self.frames)  # a clip shorter than a segment is padded to one
+        window = self.windows(batch)  # (B,) frames each crop takes, resampled to `frames`
+        width = max(width, self.frames, int(window.max()))
+        mel = self.standardize(mel_db)  # (B, M, T)
+        if int(n_frames.min()) < width:  # some clip ends before the batch's width: pad it with its lowest value
+            mel = F.pad(mel, (0, width - mel.shape[-1]))  # (B, M, W)
+            inside = torch.arange(width, device=mel.device) < n_frames.to(mel.device)[:, None]  # (B, W)
+            lowest = mel.masked_fill(~inside[:, None], math.inf).amin(dim=(1, 2))  # (B,)
+            mel = torch.where(inside[:, None], mel, lowest[:, None, None])
+
+        stretch = uniform_ints(self.frames, lengths)  # (B,) frames of context, from one segment to all
+        stretch_start = uniform_ints(0, lengths - stretch)
+        time = torch.arange(width)
+        in_stretch = (time >= stretch_start[:, None]) & (time < (stretch_start + stretch)[:, None])  # (B, W)
+        context = band_stats(mel[:, None], in_stretch.to(mel.device))  # (B, 1, M, W) -> (B, 2M)
+
+        crop = self.crop(mel, lengths, window, n_frames <= self.frames)  # (B, M, frames)
         if self.gain_db:  # a level change is one offset in dB: of the crop, and of its context's band means
-            offset = float(torch.empty(()).uniform_(-self.gain_db, self.gain_db)) / self.standardize.std
-            n_mels = mel.shape[-2]
-            crop, context = crop + offset, context + torch.cat([torch.full((n_mels,), offset), torch.zeros(n_mels)])
-        return self.mask(self.mel_range(self.shift(crop))), context
+            offset = (torch.rand(batch, dtype=torch.float64) * 2 - 1) * self.gain_db / self.standardize.std
+            offset = offset.float().to(mel.device)
+            crop = crop + offset[:, None, None]
+            context = context + torch.cat([offset[:, None].expand(-1, n_mels), torch.zeros_like(context[:, n_mels:])],
+                                          dim=1)
+        crop = self.mel_range(self.shift(crop))
+        masked = mask_spans(n_mels, self.masks, self.mask_width, batch)[:, :, None] | \
+            mask_spans(self.frames, self.masks, self.mask_width, batch)[:, None, :]  # (B, M, frames)
+        crop = crop.masked_fill(masked.to(crop.device), 0.0)
+        return crop[:, None], context  # (B, M, frames) -> (B, 1, M, frames)
 
-    def stretched_crop(self, mel: torch.Tensor) -> torch.Tensor:
-        """(1, M, T) -> (1, M, frames): a random window of frames x factor frames, resampled to `frames`."""
-        factor = 1.0
-        if self.time_stretch:
-            factor = math.exp(float(torch.empty(()).uniform_(-1, 1)) * math.log1p(self.time_stretch))
-        window = max(1, round(self.frames * factor))
-        crop = RandomCrop(window)(mel)  # (1, M, window)
-        if window == self.frames:
-            return crop
-        return F.interpolate(crop, size=self.frames, mode="linear", align_corners=False)  # (1, M, frames)
+    def windows(self, batch: int) -> torch.Tensor:
+        """(B,) frames of clip each crop covers: `frames`, or that x a random factor under time_stretch."""
+        if not self.time_stretch:
+            return torch.full((batch,), self.frames)
+        factor = torch.exp((torch.rand(batch, dtype=torch.float64) * 2 - 1) * math.log1p(self.time_stretch))
+        return (self.frames * factor).round().long().clamp(min=1)
 
-    def mel_range(self, mel: torch.Tensor) -> torch.Tensor:
-        """(1, M, L) -> (1, M, L): bands [low, high) stretched over all M, low and M - high each drawn from
-        [0, band_crop x M], as a mel filterbank with a random fmin and fmax would place them (EfficientAT)."""
-        most = int(self.band_crop * mel.shape[-2])
+    def crop(self, mel: torch.Tensor, lengths: torch.Tensor, window: torch.Tensor, short: torch.Tensor
+             ) -> torch.Tensor:
+        """(B, M, W) padded clips -> (B, M, frames): a window of `window` frames at a random start, resampled
+        linearly to `frames` (F.interpolate's taps, align_corners=False); `short` (B,) clips rolled in time."""
+        start = uniform_ints(0, torch.maximum(lengths, window) - window)  # (B,)
+        out = torch.arange(self.frames, dtype=torch.float64)
+        scale = (window.double() / self.frames)[:, None]  # (B, 1)
+        left, right, weight = linear_taps((out + 0.5) * scale - 0.5, window)  # (B, frames) each, within the window
+        most = self.frames // 4
+        roll = torch.where(short, uniform_ints(torch.full(short.shape, -most), most), 0)  # (B,)
+        order = (torch.arange(self.frames) - roll[:, None]) % self.frames  # output frame j shows crop frame j - roll
+        left, right, weight = left.gather(1, order), right.gather(1, order), weight.gather(1, order)
+        return gather_linear(mel, start[:, None] + left, start[:, None] + right, weight, dim=2)
+
+    def shift(self, crop: torch.Tensor) -> torch.Tensor:
+        """(B, M, L) moved up or down by up to band_shift x M bands each, the bands left empty set to the lowest
+        value of the crop."""
+        batch, n_mels, _ = crop.shape
+        most = int(self.band_shift * n_mels)
         if not most:
-            return mel
-        low, cut_top = (int(n) for n in torch.randint(0, most + 1, (2,)))
-        if low == 0 and cut_top == 0:
-            return mel
-        kept = mel[:, low:mel.shape[-2] - cut_top]  # (1, M', L)
-        # (1, M', L) -> (1, 1, M', L) -> (1, 1, M, L): linear along the mel axis, time untouched
-        return F.interpolate(kept[None], size=mel.shape[-2:], mode="bilinear", align_corners=True)[0]
+            return crop
+        rows = torch.arange(n_mels) - uniform_ints(torch.full((batch,), -most), most)[:, None]  # (B, M) sources
+        inside = ((rows >= 0) & (rows < n_mels)).to(crop.device)[:, :, None]  # (B, M, 1)
+        index = rows.clamp(0, n_mels - 1).to(crop.device)[:, :, None].expand_as(crop)
+        return torch.where(inside, crop.gather(1, index), crop.amin(dim=(1, 2), keepdim=True))
 
-    def shift(self, mel: torch.Tensor) -> torch.Tensor:
-        """(1, M, L) -> (1, M, L) moved up or down by up to band_shift x M bands, the bands left empty set to
-        the lowest value of the crop."""
-        most = int(self.band_shift * mel.shape[-2])
-        bands = int(torch.randint(-most, most + 1, ())) if most else 0
-        if bands == 0:
-            return mel
-        shifted = torch.full_like(mel, float(mel.min()))
-        if bands > 0:
-            shifted[:, bands:] = mel[:, :-bands]
-        else:
-            shifted[:, :bands] = mel[:, -bands:]
-        return shifted
+    def mel_range(self, crop: torch.Tensor) -> torch.Tensor:
+        """(B, M, L): bands [low, M - cut_top) stretched linearly over all M (align_corners=True), low and cut_top
+        each drawn from [0, band_crop x M], as a mel filterbank with a random fmin and fmax would place them."""
+        batch, n_mels, _ = crop.shape
+        most = int(self.band_crop * n_mels)
+        if not most:
+            return crop
+        low = uniform_ints(torch.zeros(batch, dtype=torch.long), most)
+        kept = n_mels - low - uniform_ints(torch.zeros(batch, dtype=torch.long), most)  # (B,) bands kept
+        scale = ((kept - 1).double() / max(n_mels - 1, 1))[:, None]  # (B, 1)
+        left, right, weight = linear_taps(torch.arange(n_mels, dtype=torch.float64) * scale, kept)  # (B, M)
+        return gather_linear(crop, low[:, None] + left, low[:, None] + right, weight, dim=1)
 
 
-def train_transform(frames: int, standardize: Standardize, *, band_shift: float = 0.0,
-                    time_stretch: float = 0.0, gain_db: float = 0.0, band_crop: float = 0.0) -> CropWithContext:
-    """The training augmentation: dB mel (1, M, T) -> (random crop (1, M, frames), its level changed by up to
-    `gain_db`, standardised, shifted, stretched, its mel range narrowed, masked; context)."""
-    return CropWithContext(frames, standardize, band_shift=band_shift, time_stretch=time_stretch, gain_db=gain_db,
-                           band_crop=band_crop)
+def collate_images(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[(uint16 image (M, T_i), target)] -> (images (B, M, max T_i) uint16, zero-padded; n_frames (B,); targets:
+    (B,) class indices or (B, n_classes) multi-hot). The images stay 2 bytes a value until the device."""
+    n_frames = [image.shape[-1] for image, _ in batch]
+    images = np.zeros((len(batch), batch[0][0].shape[0], max(n_frames)), dtype=np.uint16)
+    for i, (image, _) in enumerate(batch):
+        images[i, :, :image.shape[-1]] = image
+    targets = [target for _, target in batch]
+    targets = torch.stack(targets) if torch.is_tensor(targets[0]) else torch.tensor(targets)
+    return torch.from_numpy(images), torch.tensor(n_frames), targets
+
+
+class TrainBatches:
+    """A DataLoader of `collate_images` batches -> ((crops (B, 1, M, frames), contexts (B, 2M)), targets) on
+    `device`: the images are copied there as uint16 and augmented there as one batch (`augment`)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, augment: TrainAugment, device: torch.device):
+        self.loader, self.augment, self.device = loader, augment, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.prepare(batch)
+
+    def prepare(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+        """One loader batch -> the model's training inputs and targets, on the device."""
+        images, n_frames, targets = batch
+        mel_db = png_to_db(images.to(self.device, non_blocking=True))  # (B, M, T) uint16 -> float32 dB
+        return self.augment(mel_db, n_frames), targets.to(self.device, non_blocking=True)
+
+
+def train_batches(dataset: torch.utils.data.Dataset, augment: TrainAugment, device: torch.device, **loader_args
+                  ) -> TrainBatches:
+    """Training batches of `dataset`'s images (MelClips(images=True), or a concatenation of such), augmented on
+    `device`; `loader_args` go to the DataLoader (batch size, sampler, workers, ...)."""
+    return TrainBatches(torch.utils.data.DataLoader(dataset, collate_fn=collate_images, **loader_args), augment,
+                        device)
 
 
 def clip_context(mel: torch.Tensor, rule: SegmentRule) -> torch.Tensor:
     """A standardised clip (1, M, T) -> its context (2M,): band stats of the clip as its segments cover it."""
     return band_stats(pad_frames(mel, rule.frames).unsqueeze(0))[0]  # (1, 1, M, T') -> (2M,)
-
-
-def load_mel(path: str) -> torch.Tensor:
-    """A melify PNG -> (1, n_mels, n_frames) float32 dB tensor."""
-    return torch.from_numpy(read_mel_png(Path(path)).copy()).unsqueeze(0)  # (M, T) -> (1, M, T)
 
 
 def read_labels(mel_root: Path) -> Manifest | None:
@@ -213,12 +292,13 @@ class MelClips(DatasetFolder):
     from the root's memory-mapped store (`store.MelStore`, built from the PNGs on first use) instead of decoding
     PNGs: for training, which reads every clip every epoch; where the store cannot be written, a process that
     loads for itself keeps each image after its first decoding instead (2 bytes per value, ~330 KB per 30 s
-    clip; loader workers do not, as each would fill a copy every epoch anew).
+    clip; loader workers do not, as each would fill a copy every epoch anew). `images` gives the uint16 images
+    themselves, for `collate_images` and `TrainAugment`, which make them training inputs on the device.
     """
 
     def __init__(self, root: Path, keys: list[str] | None = None, transform=None, classes: list[str] | None = None,
-                 *, stored: bool = False, multi_label: bool | None = None):
-        self.root_path, self.fixed_classes = Path(root), classes
+                 *, stored: bool = False, multi_label: bool | None = None, images: bool = False):
+        self.root_path, self.fixed_classes, self.as_images = Path(root), classes, images
         self.labels = read_labels(self.root_path)
         # None: as the labels say; True: multi-hot targets also for one label per clip (tagging data)
         self.multi_label = multi_label if multi_label is not None else bool(self.labels and self.labels.multi_label)
@@ -234,8 +314,9 @@ class MelClips(DatasetFolder):
         super().__init__(str(root), loader=self.load, transform=transform, is_valid_file=is_clip, allow_empty=True,
                          target_transform=self.multi_hot if self.multi_label else None)
 
-    def load(self, path: str) -> torch.Tensor:
-        """The clip's (1, n_mels, n_frames) float32 dB tensor: from the store, or decoded (once when `stored`)."""
+    def load(self, path: str) -> torch.Tensor | np.ndarray:
+        """The clip's (1, n_mels, n_frames) float32 dB tensor, or with `images` its (n_mels, n_frames) uint16
+        image as stored (top row = highest band): from the store, or decoded (once when `stored`)."""
         relative = Path(path).relative_to(self.root_path).as_posix()
         if self.store is not None and relative in self.store:
             image = self.store.image(relative)
@@ -244,8 +325,8 @@ class MelClips(DatasetFolder):
                 self.images[path] = read_png16(Path(path))
             image = self.images[path]
         else:
-            return load_mel(path)
-        return torch.from_numpy(png_to_db(image)).unsqueeze(0)  # (M, T) -> (1, M, T)
+            image = read_png16(Path(path))
+        return image if self.as_images else torch.from_numpy(png_to_db(image)).unsqueeze(0)  # (M, T) -> (1, M, T)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         if self.fixed_classes is not None:

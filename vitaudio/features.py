@@ -223,12 +223,18 @@ def _mel_power_in_chunks(waveform, config: MelConfig):
     return mel_power
 
 
-def band_stats(mel):
+def band_stats(mel, frames=None):
     """(B, 1, M, T) -> (B, 2M): each mel band's mean over time, then each band's std over time: the clip
-    statistics the model's context token is made from."""
+    statistics the model's context token is made from. `frames` (B, T) bool: over those frames of each item only."""
     import torch
 
-    return torch.cat([mel.mean(dim=-1), mel.std(dim=-1, unbiased=False)], dim=-1).flatten(1)  # (B, 1, 2M) -> (B, 2M)
+    if frames is None:
+        return torch.cat([mel.mean(dim=-1), mel.std(dim=-1, unbiased=False)], dim=-1).flatten(1)  # -> (B, 2M)
+    weights = frames[:, None, :, None].to(mel.dtype)  # (B, T) -> (B, 1, T, 1): sums over time as matrix products
+    count = weights.sum(dim=-2)  # (B, 1, 1)
+    mean = (mel @ weights) / count[..., None]  # (B, 1, M, T) @ (B, 1, T, 1) -> (B, 1, M, 1)
+    std = ((((mel - mean) ** 2) @ weights) / count[..., None]).sqrt()  # two passes, as Tensor.std
+    return torch.cat([mean[..., 0], std[..., 0]], dim=-1).flatten(1)  # (B, 1, 2M) -> (B, 2M)
 
 
 def db_to_png(mel_db: np.ndarray) -> np.ndarray:
@@ -237,9 +243,14 @@ def db_to_png(mel_db: np.ndarray) -> np.ndarray:
     return np.round(scaled).astype(np.uint16)[::-1]  # flip: row 0 of an image is its top
 
 
-def png_to_db(image: np.ndarray) -> np.ndarray:
-    """(n_mels, n_frames) uint16 image -> (n_mels, n_frames) float32 dB, index 0 = lowest band."""
-    return (image[::-1].astype(np.float32) * np.float32(PNG_DB_STEP) + np.float32(PNG_DB_MIN))
+def png_to_db(image):
+    """(..., n_mels, n_frames) uint16 image (numpy, or torch on any device) -> float32 dB, index 0 = lowest band."""
+    import torch
+
+    if isinstance(image, np.ndarray):
+        return image[..., ::-1, :].astype(np.float32) * np.float32(PNG_DB_STEP) + np.float32(PNG_DB_MIN)
+    flipped = image.view(torch.int16).flip(-2).view(torch.uint16)  # flipped as int16 bits: torch's uint16 has few ops
+    return flipped.float().mul_(PNG_DB_STEP).add_(PNG_DB_MIN)
 
 
 def encode_png16(image: np.ndarray) -> bytes:

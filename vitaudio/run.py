@@ -20,13 +20,14 @@ from .data import (
     MelClips,
     SegmentRule,
     Standardize,
+    TrainAugment,
     WithoutLabels,
     mel_digest,
     mel_stats,
     read_mel_config,
     segment_loader,
     source_paths,
-    train_transform,
+    train_batches,
 )
 from .distributed import DistContext, barrier, broadcast
 from .engine import (
@@ -337,15 +338,13 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
     frames = data.rule.frames
     augment = dict(band_shift=config.band_shift, time_stretch=config.time_stretch, gain_db=config.gain_db,
                    band_crop=config.band_crop)
-    transform = train_transform(frames, data.standardize, **augment)
-    train_set = MelClips(data.mel_root, data.split["train"], transform=transform, stored=True,
-                         multi_label=data.multi_label)
+    train_set = MelClips(data.mel_root, data.split["train"], stored=True, multi_label=data.multi_label, images=True)
     train_labels = None if train_set.multi_label else train_set.targets
     balance = class_balance(config, data.classes, train_labels, distributed=ctx.enabled, log=ctx.is_main)
     class_weights = inverse_frequency_weights(train_labels, len(data.classes)) if balance != "none" else None
     n_unlabelled = 0
     if pool is not None:
-        unlabelled = MelClips(pool[0], pool[1], transform=transform, stored=True)
+        unlabelled = MelClips(pool[0], pool[1], stored=True, images=True)
         no_label = WithoutLabels(unlabelled, len(data.classes) if data.multi_label else None)
         train_set, n_unlabelled = ConcatDataset([train_set, no_label]), len(unlabelled)
     if ctx.enabled:
@@ -354,11 +353,12 @@ def train_model(config: TrainConfig, resume: Path | None, device: torch.device, 
         sampler = balanced_sampler(train_labels, class_weights, n_unlabelled)
     else:
         sampler = None
-    # Fresh loader workers every epoch, seeded from the main generator that last.pt saves: a resumed run draws the
-    # same crops and masks as an uninterrupted one (persistent workers would carry their own RNG states along).
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                              num_workers=workers, pin_memory=pin,
-                              drop_last=len(train_set) > config.batch_size * ctx.world_size)
+    # Workers only read images; every random draw (order, crops, masks) is made in this process from the
+    # generator that last.pt saves, so a resumed run draws what an uninterrupted one would.
+    train_loader = train_batches(train_set, TrainAugment(frames, data.standardize, **augment), device,
+                                 batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                                 num_workers=workers, pin_memory=pin,
+                                 drop_last=len(train_set) > config.batch_size * ctx.world_size)
     val_loader = segment_loader(MelClips(data.mel_root, data.split["val"], stored=True,
                                          multi_label=data.multi_label), data.rule,
                                 data.standardize, batch_size=config.eval_batch_size, workers=workers, pin_memory=pin)
