@@ -55,7 +55,8 @@ def test_every_library_error_is_a_vitaudio_error():
         assert issubclass(error, VitaudioError)
 
 
-@pytest.mark.parametrize("flag, value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("members", 0)])
+@pytest.mark.parametrize("flag, value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("members", 0),
+                                         ("band_crop", 0.5)])
 def test_bad_training_options_raise_config_error_before_anything_is_written(tmp_path, flag, value):
     with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')}"):
         train.train(TrainConfig(root=str(tmp_path / "none"), out=str(tmp_path / "run"), **{flag: value}))

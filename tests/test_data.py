@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vitaudio.data import (
     MelClips,
@@ -16,7 +17,7 @@ from vitaudio.data import (
     mel_stats,
     train_batches,
 )
-from vitaudio.features import PNG_DB_STEP, read_mel_png, write_mel_png
+from vitaudio.features import PNG_DB_STEP, band_stats, png_to_db, read_mel_png, write_mel_png
 
 
 @pytest.fixture
@@ -161,12 +162,14 @@ def test_train_context_is_band_stats_of_a_stretch_of_the_clip_at_least_one_crop_
     assert lengths.min() >= 50 and lengths.max() <= 300 and lengths.max() - lengths.min() > 150  # varied
     assert (means - (lengths - 1) / 2 >= -1e-3).all() and (means + (lengths - 1) / 2 <= 299 + 1e-3).all()  # inside
     assert max(means) - min(means) > 100  # the stretch moves: the model learns to use partial context
+    same_length = lengths == lengths.mode().values  # clips of one stretch length: each its own start
+    assert len(means[same_length].unique()) > 1
 
 
 def test_a_batch_of_clips_of_several_lengths_is_augmented_clip_by_clip():
     torch.manual_seed(0)
     long = torch.arange(200.0).expand(1, 8, 200)  # value = frame index
-    short = torch.full((1, 8, 200), 500.0)  # only its first 30 frames are the clip: the rest is the batch's padding
+    short = torch.full((1, 8, 200), -1000.0)  # only its first 30 frames are the clip: the rest is the batch's padding
     short[..., :30] = torch.linspace(-5, -1, 30)
     augment = TrainAugment(40, Standardize(0.0, 1.0), masks=0)
     for _ in range(50):
@@ -186,10 +189,11 @@ def test_crop_positions_and_mask_widths_are_drawn_uniformly():
     assert len(starts) == n_frames - frames + 1 and (starts - expected).abs().max() < 4.5 * expected**0.5
     masked = TrainAugment(frames, Standardize(0.0, 1.0), masks=1, mask_width=0.5)(
         clips + 1, torch.full((n_clips,), n_frames))[0][:, 0]  # no value is 0 but a mask's
-    for widths, size in (((masked == 0).all(dim=-1).sum(dim=-1), 4), ((masked == 0).all(dim=-2).sum(dim=-1), frames)):
-        counts = torch.bincount(widths, minlength=size // 2 + 1)  # a width in [0, size / 2], each alike
+    for masked_lines, size in (((masked == 0).all(dim=-1), 4), ((masked == 0).all(dim=-2), frames)):  # (B, size)
+        counts = torch.bincount(masked_lines.sum(dim=-1), minlength=size // 2 + 1)  # a width in [0, size / 2]...
         expected = n_clips / (size // 2 + 1)
-        assert len(counts) == size // 2 + 1 and (counts - expected).abs().max() < 4.5 * expected**0.5
+        assert len(counts) == size // 2 + 1 and (counts - expected).abs().max() < 4.5 * expected**0.5  # ...each alike
+        assert masked_lines[:, 0].any() and masked_lines[:, -1].any()  # anywhere along the axis, ends included
 
 
 def test_band_shift_moves_the_crop_along_the_mel_axis_within_its_range():
@@ -200,13 +204,20 @@ def test_band_shift_moves_the_crop_along_the_mel_axis_within_its_range():
     assert (crops.amin(dim=(1, 2, 3)) == -80).all()  # the bands left empty hold the crop's lowest value
 
 
-def test_time_stretch_resamples_crops_of_other_lengths_to_the_segment():
-    clips = torch.arange(400.0).expand(300, 8, 400)  # each value is its frame index
-    crops = TrainAugment(100, Standardize(0.0, 1.0), time_stretch=0.25, masks=0)(clips, torch.full((300,), 400))[0]
+def test_time_stretch_resamples_windows_of_other_lengths_to_the_segment_as_interpolate_does():
+    clips = torch.randn(300, 8, 400)
+    augment = TrainAugment(100, Standardize(0.0, 1.0), time_stretch=0.25, masks=0)
+    torch.manual_seed(0)
+    drawn = augment.draw(torch.full((300,), 400), 8)
+    torch.manual_seed(0)  # the same draws again
+    crops = augment(clips, torch.full((300,), 400))[0]
     assert crops.shape == (300, 1, 8, 100)
-    slopes = (crops[:, 0, 0, -1] - crops[:, 0, 0, 0]) / 99  # frames of the clip per frame of the crop
-    assert 1 / 1.25 - 0.02 <= slopes.min() < 0.9 and 1.1 < slopes.max() <= 1.25 + 0.02
-    assert (crops[:, 0, 0].diff(dim=-1) > 0).all()  # resampled in order, nothing rolled
+    windows = drawn["window"]
+    assert 80 <= windows.min() < 90 and 110 < windows.max() <= 125  # frames x [1 / 1.25, 1.25]
+    for i in range(0, 300, 7):
+        start, window = int(drawn["crop_start"][i]), int(windows[i])
+        expected = F.interpolate(clips[i:i + 1, :, start:start + window], size=100, mode="linear", align_corners=False)
+        torch.testing.assert_close(crops[i], expected, atol=1e-4, rtol=0)
 
 
 def test_clips_no_longer_than_a_segment_are_rolled_in_time_and_longer_ones_only_cropped():
@@ -236,16 +247,21 @@ def test_gain_raises_or_lowers_a_whole_training_clip_and_its_context_alike():
     assert max(map(abs, offsets)) <= 1.2 and max(offsets) - min(offsets) > 1.0  # up to 12 dB / std 10, varied
 
 
-def test_mel_range_narrows_the_bands_at_either_end_and_stretches_them_back_over_the_image():
-    bands = torch.arange(16.0).view(1, 16, 1).expand(200, 16, 5)  # band k holds the value k, in every frame
-    ranged = TrainAugment(5, Standardize(0.0, 1.0), band_crop=0.25).mel_range(bands)
-    assert ranged.shape == bands.shape and (ranged == ranged[..., :1]).all()  # time untouched
-    columns = ranged[:, :, 0]
-    assert (columns.diff(dim=1) >= 0).all()  # still low to high, only stretched
-    lows, highs = columns[:, 0], columns[:, -1]
-    assert (lows >= 0).all() and (lows <= 4).all() and (highs >= 11).all() and (highs <= 15).all()  # <= 4 of 16
-    assert len(lows.unique()) > 2 and len(highs.unique()) > 2  # fmin and fmax both vary
-    assert TrainAugment(5, Standardize(0.0, 1.0)).mel_range(bands) is bands  # off by default
+def test_mel_range_narrows_the_bands_at_either_end_and_stretches_them_back_as_interpolate_does():
+    clips = torch.randn(200, 16, 5)
+    augment = TrainAugment(5, Standardize(0.0, 1.0), band_crop=0.25, masks=0)
+    torch.manual_seed(0)
+    drawn = augment.draw(torch.full((200,), 5), 16)
+    torch.manual_seed(0)
+    ranged = augment(clips, torch.full((200,), 5))[0][:, 0]  # (B, 16, 5)
+    low, kept = drawn["low"], drawn["kept"]
+    assert low.min() == 0 and low.max() == 4 and (16 - low - kept).min() == 0 and (16 - low - kept).max() == 4
+    for i in range(200):
+        rolled = clips[i].roll(int(drawn["roll"][i]), dims=-1)  # a clip of one segment is rolled in time first
+        bands = rolled[int(low[i]):int(low[i] + kept[i])]  # (kept, 5)
+        expected = F.interpolate(bands[None, None], size=(16, 5), mode="bilinear", align_corners=True)[0, 0]
+        torch.testing.assert_close(ranged[i], expected, atol=1e-5, rtol=0)
+    assert TrainAugment(5, Standardize(0.0, 1.0)).mel_range(clips, low, kept) is clips  # off by default
 
 
 def test_training_batches_pad_images_and_come_augmented_in_loader_order(mel_root):
@@ -263,3 +279,35 @@ def test_training_batches_pad_images_and_come_augmented_in_loader_order(mel_root
     whole = (MelClips(mel_root)[3][0] - -60.0) / 10.0  # (1, 32, 130) standardised, lowest band first
     assert float(crops[3, 0, 0].max()) == pytest.approx(float(whole[0, 0].max()), abs=1e-3)  # band 0 is the lowest
     assert float(crops[3, 0, 31].min()) == pytest.approx(float(whole[0, 31].min()), abs=1e-3)
+
+
+def test_training_batches_are_the_same_with_loader_workers_or_without(mel_root):
+    clips = MelClips(mel_root, stored=True, images=True)
+    augment = TrainAugment(48, Standardize(mean=-60.0, std=10.0), gain_db=6.0, time_stretch=0.2)
+    epochs = []
+    for workers in (0, 1):
+        torch.manual_seed(0)
+        batches = train_batches(clips, augment, torch.device("cpu"), batch_size=2, shuffle=True, num_workers=workers)
+        epochs.append([(crops, contexts, labels) for (crops, contexts), labels in batches])
+    for (crops, contexts, labels), (crops_w, contexts_w, labels_w) in zip(*epochs):
+        assert torch.equal(crops, crops_w) and torch.equal(contexts, contexts_w) and torch.equal(labels, labels_w)
+
+
+def test_png_images_read_alike_as_numpy_and_as_torch_batches():
+    images = np.random.default_rng(0).integers(0, 65536, (3, 8, 20)).astype(np.uint16)
+    assert np.array_equal(png_to_db(images), png_to_db(torch.from_numpy(images)).numpy())
+    assert np.array_equal(png_to_db(images[1]), png_to_db(images)[1])
+
+
+def test_masked_band_stats_are_those_of_the_frames_kept_and_of_the_whole_clip_with_all():
+    mel = torch.randn(4, 1, 8, 50) * 3 + 2
+    kept = torch.rand(4, 50) > 0.4
+    expected = torch.stack([band_stats(mel[i:i + 1][..., kept[i]])[0] for i in range(4)])
+    torch.testing.assert_close(band_stats(mel, frame_mask=kept), expected)
+    torch.testing.assert_close(band_stats(mel, frame_mask=torch.ones(4, 50, dtype=torch.bool)), band_stats(mel))
+
+
+def test_augmentation_makes_every_tensor_on_the_batch_device():
+    augment = TrainAugment(40, Standardize(0.0, 1.0), band_shift=0.1, time_stretch=0.2, gain_db=6.0, band_crop=0.1)
+    crops, contexts = augment(torch.empty(4, 16, 60, device="meta"), torch.tensor([60, 30, 45, 60]))
+    assert crops.device.type == contexts.device.type == "meta" and crops.shape == (4, 1, 16, 40)

@@ -90,6 +90,8 @@ class TrainConfig:
         for name in ("time_stride", "freq_stride"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} {getattr(self, name)}: the step between patches, at least 1")
+        if self.band_crop >= 0.5:
+            raise ConfigError(f"--band-crop {self.band_crop}: a share of the bands cut at each end, below 0.5")
         if not 0 <= self.patchout < 1:
             raise ConfigError(f"--patchout {self.patchout}: a share in [0, 1)")
         if self.distill > 1:

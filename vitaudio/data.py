@@ -81,7 +81,7 @@ class Standardize:
         return (mel_db - self.mean) / self.std
 
 
-def uniform_ints(low, high) -> torch.Tensor:
+def uniform_ints(low: int | torch.Tensor, high: int | torch.Tensor) -> torch.Tensor:
     """One integer drawn uniformly from [low, high] (inclusive) per item of `low` and `high` (ints or (B,) long
     tensors, at least one a tensor), from torch's global CPU generator, which last.pt saves."""
     low, high = torch.as_tensor(low), torch.as_tensor(high)
@@ -90,139 +90,156 @@ def uniform_ints(low, high) -> torch.Tensor:
     return torch.minimum(drawn, high)
 
 
-def mask_spans(size: int, count: int, width: float, batch: int) -> torch.Tensor:
-    """(batch, size) bool: `count` spans of the axis per item, each of a length drawn from [0, width x size] at a
-    position drawn from those where it fits (SpecAugment's masks, Park et al., 2019)."""
-    position = torch.arange(size)
-    masked = torch.zeros(batch, size, dtype=torch.bool)
-    for _ in range(count):
-        span = uniform_ints(torch.zeros(batch, dtype=torch.long), int(size * width))  # (B,)
-        start = uniform_ints(0, size - span)
-        masked |= (position >= start[:, None]) & (position < (start + span)[:, None])
-    return masked
-
-
 def linear_taps(positions: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fractional source positions (B, N) into axes of `size` (B,) items -> (left index, right index, weight of the
     right one), each (B, N), as F.interpolate's linear modes take them (clamped to the axis)."""
     positions = positions.clamp(min=0)
     left = torch.minimum(positions.floor().long(), size[:, None] - 1)
     right = torch.minimum(left + 1, size[:, None] - 1)
-    return left, right, (positions - left).clamp(0, 1).float()
+    return left, right, (positions - left).clamp(0, 1)
 
 
 def gather_linear(values: torch.Tensor, left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor,
                   dim: int) -> torch.Tensor:
-    """values (B, M, T) sampled along `dim` (1 or 2) at (B, N) taps -> (B, N, T) or (B, M, N)."""
-    def expand(index: torch.Tensor) -> torch.Tensor:
-        index = index.to(values.device)
-        return index[:, :, None].expand(-1, -1, values.shape[2]) if dim == 1 else \
-            index[:, None, :].expand(-1, values.shape[1], -1)
+    """values (B, M, T) sampled linearly along `dim` (1: mel, 2: time) at (B, N) taps -> (B, N, T) or (B, M, N)."""
+    if dim == 1:  # (B, N) -> (B, N, 1), broadcast over time
+        left, right, weight = left[:, :, None], right[:, :, None], weight[:, :, None]
+        left, right = left.expand(-1, -1, values.shape[2]), right.expand(-1, -1, values.shape[2])
+    else:  # (B, N) -> (B, 1, N), broadcast over the bands
+        left, right, weight = left[:, None], right[:, None], weight[:, None]
+        left, right = left.expand(-1, values.shape[1], -1), right.expand(-1, values.shape[1], -1)
+    return values.gather(dim, left) * (1 - weight) + values.gather(dim, right) * weight
 
-    weight = weight.to(values.device)
-    weight = weight[:, :, None] if dim == 1 else weight[:, None, :]
-    return values.gather(dim, expand(left)) * (1 - weight) + values.gather(dim, expand(right)) * weight
+
+def in_spans(size: int, starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, K) starts and lengths of K spans per item -> (B, size) bool: the positions inside any of them."""
+    position = torch.arange(size, device=starts.device)[None, :, None]  # (1, size, 1)
+    return ((position >= starts[:, None]) & (position < (starts + lengths)[:, None])).any(dim=-1)
+
+
+def to_device(drawn: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """CPU tensors of B rows each -> the same on `device`, sent in one copy (float64 holds every integer drawn
+    exactly), so that a batch's draws cost the GPU one transfer, not one wait for each."""
+    flat = [value.reshape(len(value), -1).double() for value in drawn.values()]  # (B, ...) -> (B, k)
+    packed = torch.cat(flat, dim=1)  # (B, sum of k)
+    if device.type == "cuda":
+        packed = packed.pin_memory()
+    parts = packed.to(device, non_blocking=True).split([part.shape[1] for part in flat], dim=1)
+    return {name: part.reshape(value.shape).to(value.dtype) for (name, value), part in zip(drawn.items(), parts)}
 
 
 class TrainAugment:
     """Training inputs, made a batch at a time on the batch's device: dB mels (B, M, T) of clips `n_frames` (B,)
     long (the batch padded to its longest) -> (crops (B, 1, M, frames), contexts (B, 2M)).
 
-    Each crop is a random window of its clip, padded first with the clip's lowest value where the clip is shorter
-    (a clip no longer than a segment is rolled in time by up to a quarter of it instead, as a one-second word is),
-    standardised, its level raised or lowered by up to `gain_db` dB, its window frames x a factor in
-    [1 / (1 + time_stretch), 1 + time_stretch] long and resampled to `frames` (tempo, as seen in a mel image),
-    shifted along the mel axis by up to `band_shift` x M bands (pitch), its mel range narrowed at each end by up to
-    `band_crop` x M bands and stretched back over M (a random fmin and fmax, EfficientAT), then masked by
-    SpecAugment (2 + 2 masks of up to 15 % of each axis, set to 0, the mean). The context is the band stats of a
-    random stretch of the standardised clip, from `frames` frames to all of it, so that the model learns to use
-    partial context; the gain moves its band means too. Every draw is one per clip, from torch's global CPU
-    generator: a resumed run draws what an uninterrupted one would.
+    Each crop is a random window of its clip (padded first with the clip's lowest value where the clip is shorter;
+    a clip no longer than a segment is rolled in time by up to a quarter of it instead, as a one-second word is),
+    standardised, raised or lowered by up to `gain_db` dB, `frames` x a factor in [1 / (1 + time_stretch),
+    1 + time_stretch] long and resampled to `frames` (tempo), shifted along the mel axis by up to `band_shift` x M
+    bands (pitch), its mel range narrowed at each end by up to `band_crop` x M bands and stretched back over M (a
+    random fmin and fmax, EfficientAT), then masked by SpecAugment (`masks` + `masks` masks of up to `mask_width`
+    of each axis, set to 0, the mean). The context is the band stats of a random stretch of the standardised clip,
+    from `frames` frames to all of it, so that the model learns to use partial context; the gain moves its band
+    means too. Every draw is one per clip, made on the CPU from torch's global generator (which last.pt saves) and
+    sent to the device in one copy: a resumed run draws what an uninterrupted one would.
     """
 
     def __init__(self, frames: int, standardize: Standardize, *, band_shift: float = 0.0, time_stretch: float = 0.0,
                  gain_db: float = 0.0, band_crop: float = 0.0, masks: int = 2, mask_width: float = 0.15):
+        if not 0 <= band_crop < 0.5:
+            raise ValueError(f"band_crop must be in [0, 0.5) (a share of the bands cut at each end), got {band_crop}")
         self.frames, self.standardize = frames, standardize
         self.band_shift, self.time_stretch, self.gain_db, self.band_crop = band_shift, time_stretch, gain_db, band_crop
         self.masks, self.mask_width = masks, mask_width
 
+    def draw(self, n_frames: torch.Tensor, n_mels: int) -> dict[str, torch.Tensor]:
+        """Every random choice for clips of `n_frames` (B,) frames: name -> (B,) or (B, masks) CPU tensor."""
+        batch, frames = len(n_frames), self.frames
+        lengths = n_frames.clamp(min=frames)  # a clip shorter than a segment is padded to one
+        zeros = torch.zeros(batch, dtype=torch.long)
+        window = torch.full((batch,), frames)  # frames of clip each crop covers, resampled to `frames`
+        if self.time_stretch:
+            factor = torch.exp((torch.rand(batch, dtype=torch.float64) * 2 - 1) * math.log1p(self.time_stretch))
+            window = (frames * factor).round().long().clamp(min=1)
+        stretch = uniform_ints(frames, lengths)  # frames of context, from one segment to all
+        drawn = {"n_frames": n_frames, "window": window, "stretch": stretch,
+                 "stretch_start": uniform_ints(0, lengths - stretch),
+                 "crop_start": uniform_ints(0, torch.maximum(lengths, window) - window),
+                 "roll": torch.where(n_frames <= frames, uniform_ints(zeros - frames // 4, frames // 4), 0),
+                 "gain": (torch.rand(batch, dtype=torch.float64) * 2 - 1) * self.gain_db / self.standardize.std,
+                 "shift": uniform_ints(zeros - int(self.band_shift * n_mels), int(self.band_shift * n_mels))}
+        most = int(self.band_crop * n_mels)
+        drawn["low"] = uniform_ints(zeros, most)
+        drawn["kept"] = n_mels - drawn["low"] - uniform_ints(zeros, most)  # bands kept, stretched over all M
+        for axis, size in (("band", n_mels), ("frame", frames)):
+            spans = uniform_ints(zeros[:, None].expand(-1, self.masks), int(size * self.mask_width))  # (B, masks)
+            drawn[f"{axis}_mask_span"], drawn[f"{axis}_mask_start"] = spans, uniform_ints(0, size - spans)
+        return drawn
+
     def __call__(self, mel_db: torch.Tensor, n_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_frames = n_frames.cpu()
         batch, n_mels, width = mel_db.shape
-        lengths = n_frames.clamp(min=self.frames)  # a clip shorter than a segment is padded to one
-        window = self.windows(batch)  # (B,) frames each crop takes, resampled to `frames`
-        width = max(width, self.frames, int(window.max()))
+        cpu_draws = self.draw(n_frames.cpu(), n_mels)
+        padded_width = max(width, self.frames, int(cpu_draws["window"].max()))
+        draws = to_device(cpu_draws, mel_db.device)
+
         mel = self.standardize(mel_db)  # (B, M, T)
-        if int(n_frames.min()) < width:  # some clip ends before the batch's width: pad it with its lowest value
-            mel = F.pad(mel, (0, width - mel.shape[-1]))  # (B, M, W)
-            inside = torch.arange(width, device=mel.device) < n_frames.to(mel.device)[:, None]  # (B, W)
+        time = torch.arange(padded_width, device=mel.device)
+        inside = time < draws["n_frames"][:, None]  # (B, W)
+        if int(cpu_draws["n_frames"].min()) < padded_width:  # some clip ends early: pad it with its lowest value
+            mel = F.pad(mel, (0, padded_width - width))  # (B, M, W)
             lowest = mel.masked_fill(~inside[:, None], math.inf).amin(dim=(1, 2))  # (B,)
             mel = torch.where(inside[:, None], mel, lowest[:, None, None])
+        stretch_end = draws["stretch_start"] + draws["stretch"]
+        in_stretch = (time >= draws["stretch_start"][:, None]) & (time < stretch_end[:, None])  # (B, W)
+        context = band_stats(mel[:, None], frame_mask=in_stretch)  # (B, 1, M, W) -> (B, 2M)
 
-        stretch = uniform_ints(self.frames, lengths)  # (B,) frames of context, from one segment to all
-        stretch_start = uniform_ints(0, lengths - stretch)
-        time = torch.arange(width)
-        in_stretch = (time >= stretch_start[:, None]) & (time < (stretch_start + stretch)[:, None])  # (B, W)
-        context = band_stats(mel[:, None], in_stretch.to(mel.device))  # (B, 1, M, W) -> (B, 2M)
-
-        crop = self.crop(mel, lengths, window, n_frames <= self.frames)  # (B, M, frames)
+        crop = self.crop(mel, draws["crop_start"], draws["window"], draws["roll"])  # (B, M, frames)
         if self.gain_db:  # a level change is one offset in dB: of the crop, and of its context's band means
-            offset = (torch.rand(batch, dtype=torch.float64) * 2 - 1) * self.gain_db / self.standardize.std
-            offset = offset.float().to(mel.device)
+            offset = draws["gain"].float()  # (B,) in standardised units
             crop = crop + offset[:, None, None]
             context = context + torch.cat([offset[:, None].expand(-1, n_mels), torch.zeros_like(context[:, n_mels:])],
                                           dim=1)
-        crop = self.mel_range(self.shift(crop))
-        masked = mask_spans(n_mels, self.masks, self.mask_width, batch)[:, :, None] | \
-            mask_spans(self.frames, self.masks, self.mask_width, batch)[:, None, :]  # (B, M, frames)
-        crop = crop.masked_fill(masked.to(crop.device), 0.0)
-        return crop[:, None], context  # (B, M, frames) -> (B, 1, M, frames)
+        crop = self.mel_range(self.shift(crop, draws["shift"]), draws["low"], draws["kept"])
+        masked = in_spans(n_mels, draws["band_mask_start"], draws["band_mask_span"])[:, :, None] | \
+            in_spans(self.frames, draws["frame_mask_start"], draws["frame_mask_span"])[:, None, :]  # (B, M, frames)
+        return crop.masked_fill(masked, 0.0)[:, None], context  # (B, M, frames) -> (B, 1, M, frames)
 
-    def windows(self, batch: int) -> torch.Tensor:
-        """(B,) frames of clip each crop covers: `frames`, or that x a random factor under time_stretch."""
-        if not self.time_stretch:
-            return torch.full((batch,), self.frames)
-        factor = torch.exp((torch.rand(batch, dtype=torch.float64) * 2 - 1) * math.log1p(self.time_stretch))
-        return (self.frames * factor).round().long().clamp(min=1)
-
-    def crop(self, mel: torch.Tensor, lengths: torch.Tensor, window: torch.Tensor, short: torch.Tensor
-             ) -> torch.Tensor:
-        """(B, M, W) padded clips -> (B, M, frames): a window of `window` frames at a random start, resampled
-        linearly to `frames` (F.interpolate's taps, align_corners=False); `short` (B,) clips rolled in time."""
-        start = uniform_ints(0, torch.maximum(lengths, window) - window)  # (B,)
-        out = torch.arange(self.frames, dtype=torch.float64)
-        scale = (window.double() / self.frames)[:, None]  # (B, 1)
+    def crop(self, mel: torch.Tensor, start: torch.Tensor, window: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+        """(B, M, W) padded clips -> (B, M, frames): `window` (B,) frames from `start` (B,), resampled linearly to
+        `frames` (F.interpolate's taps, align_corners=False), then rolled in time by `roll` (B,) frames."""
+        out = torch.arange(self.frames, device=mel.device)  # (frames,)
+        scale = window[:, None].double() / self.frames  # (B, 1)
         left, right, weight = linear_taps((out + 0.5) * scale - 0.5, window)  # (B, frames) each, within the window
-        most = self.frames // 4
-        roll = torch.where(short, uniform_ints(torch.full(short.shape, -most), most), 0)  # (B,)
-        order = (torch.arange(self.frames) - roll[:, None]) % self.frames  # output frame j shows crop frame j - roll
+        order = (out - roll[:, None]) % self.frames  # (B, frames): output frame j shows crop frame j - roll
         left, right, weight = left.gather(1, order), right.gather(1, order), weight.gather(1, order)
-        return gather_linear(mel, start[:, None] + left, start[:, None] + right, weight, dim=2)
+        return gather_linear(mel, start[:, None] + left, start[:, None] + right, weight.float(), dim=2)
 
-    def shift(self, crop: torch.Tensor) -> torch.Tensor:
-        """(B, M, L) moved up or down by up to band_shift x M bands each, the bands left empty set to the lowest
+    def shift(self, crop: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
+        """(B, M, L) moved up (`bands` (B,) > 0) or down along the mel axis, the bands left empty set to the lowest
         value of the crop."""
-        batch, n_mels, _ = crop.shape
-        most = int(self.band_shift * n_mels)
-        if not most:
+        if not int(self.band_shift * crop.shape[1]):
             return crop
-        rows = torch.arange(n_mels) - uniform_ints(torch.full((batch,), -most), most)[:, None]  # (B, M) sources
-        inside = ((rows >= 0) & (rows < n_mels)).to(crop.device)[:, :, None]  # (B, M, 1)
-        index = rows.clamp(0, n_mels - 1).to(crop.device)[:, :, None].expand_as(crop)
-        return torch.where(inside, crop.gather(1, index), crop.amin(dim=(1, 2), keepdim=True))
+        n_mels = crop.shape[1]
+        rows = torch.arange(n_mels, device=crop.device) - bands[:, None]  # (B, M): the band each one shows
+        inside = ((rows >= 0) & (rows < n_mels))[:, :, None]  # (B, M, 1)
+        shown = crop.gather(1, rows.clamp(0, n_mels - 1)[:, :, None].expand_as(crop))  # (B, M, L)
+        return torch.where(inside, shown, crop.amin(dim=(1, 2), keepdim=True))
 
-    def mel_range(self, crop: torch.Tensor) -> torch.Tensor:
-        """(B, M, L): bands [low, M - cut_top) stretched linearly over all M (align_corners=True), low and cut_top
-        each drawn from [0, band_crop x M], as a mel filterbank with a random fmin and fmax would place them."""
-        batch, n_mels, _ = crop.shape
-        most = int(self.band_crop * n_mels)
-        if not most:
+    def mel_range(self, crop: torch.Tensor, low: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """(B, M, L): bands [low, low + kept) (each (B,)) stretched linearly over all M (as F.interpolate's
+        bilinear mode with align_corners=True), as a mel filterbank with a random fmin and fmax would place them."""
+        if not int(self.band_crop * crop.shape[1]):
             return crop
-        low = uniform_ints(torch.zeros(batch, dtype=torch.long), most)
-        kept = n_mels - low - uniform_ints(torch.zeros(batch, dtype=torch.long), most)  # (B,) bands kept
-        scale = ((kept - 1).double() / max(n_mels - 1, 1))[:, None]  # (B, 1)
-        left, right, weight = linear_taps(torch.arange(n_mels, dtype=torch.float64) * scale, kept)  # (B, M)
-        return gather_linear(crop, low[:, None] + left, low[:, None] + right, weight, dim=1)
+        n_mels = crop.shape[1]
+        scale = (kept[:, None] - 1).double() / max(n_mels - 1, 1)  # (B, 1)
+        positions = torch.arange(n_mels, device=crop.device) * scale  # (B, M) within the kept bands
+        left, right, weight = linear_taps(positions, kept)
+        return gather_linear(crop, low[:, None] + left, low[:, None] + right, weight.float(), dim=1)
+
+
+def stack_targets(targets: list) -> torch.Tensor:
+    """Items' targets -> (B,) class indices, or (B, n_classes) multi-hot."""
+    return torch.stack(targets) if torch.is_tensor(targets[0]) else torch.tensor(targets)
 
 
 def collate_images(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -232,9 +249,7 @@ def collate_images(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     images = np.zeros((len(batch), batch[0][0].shape[0], max(n_frames)), dtype=np.uint16)
     for i, (image, _) in enumerate(batch):
         images[i, :, :image.shape[-1]] = image
-    targets = [target for _, target in batch]
-    targets = torch.stack(targets) if torch.is_tensor(targets[0]) else torch.tensor(targets)
-    return torch.from_numpy(images), torch.tensor(n_frames), targets
+    return torch.from_numpy(images), torch.tensor(n_frames), stack_targets([target for _, target in batch])
 
 
 class TrainBatches:
@@ -296,14 +311,14 @@ class MelClips(DatasetFolder):
     themselves, for `collate_images` and `TrainAugment`, which make them training inputs on the device.
     """
 
-    def __init__(self, root: Path, keys: list[str] | None = None, transform=None, classes: list[str] | None = None,
+    def __init__(self, root: Path, keys: list[str] | None = None, classes: list[str] | None = None,
                  *, stored: bool = False, multi_label: bool | None = None, images: bool = False):
         self.root_path, self.fixed_classes, self.as_images = Path(root), classes, images
         self.labels = read_labels(self.root_path)
         # None: as the labels say; True: multi-hot targets also for one label per clip (tagging data)
         self.multi_label = multi_label if multi_label is not None else bool(self.labels and self.labels.multi_label)
         self.store = MelStore.open(self.root_path) if stored else None
-        self.images: dict[str, np.ndarray] | None = {} if stored and not self.store else None  # path -> image
+        self.decoded: dict[str, np.ndarray] | None = {} if stored and not self.store else None  # path -> image
         wanted = None if keys is None else set(keys)
 
         def is_clip(path: str) -> bool:
@@ -311,7 +326,7 @@ class MelClips(DatasetFolder):
             return (relative.suffix == ".png" and not any(p.startswith(".") for p in relative.parts)
                     and (wanted is None or clip_key(relative.as_posix()) in wanted))
 
-        super().__init__(str(root), loader=self.load, transform=transform, is_valid_file=is_clip, allow_empty=True,
+        super().__init__(str(root), loader=self.load, is_valid_file=is_clip, allow_empty=True,
                          target_transform=self.multi_hot if self.multi_label else None)
 
     def load(self, path: str) -> torch.Tensor | np.ndarray:
@@ -320,10 +335,10 @@ class MelClips(DatasetFolder):
         relative = Path(path).relative_to(self.root_path).as_posix()
         if self.store is not None and relative in self.store:
             image = self.store.image(relative)
-        elif self.images is not None and torch.utils.data.get_worker_info() is None:
-            if path not in self.images:
-                self.images[path] = read_png16(Path(path))
-            image = self.images[path]
+        elif self.decoded is not None and torch.utils.data.get_worker_info() is None:
+            if path not in self.decoded:
+                self.decoded[path] = read_png16(Path(path))
+            image = self.decoded[path]
         else:
             image = read_png16(Path(path))
         return image if self.as_images else torch.from_numpy(png_to_db(image)).unsqueeze(0)  # (M, T) -> (1, M, T)
@@ -422,9 +437,7 @@ def collate_segments(batch):
     """[(segments (S_i, 1, M, L), context (2M,), target)] -> `stack_clips` of them and the targets: (B,) class
     indices, or (B, n_classes) multi-hot."""
     segments, contexts, clip_index = stack_clips([item[0] for item in batch], [item[1] for item in batch])
-    targets = [item[2] for item in batch]
-    targets = torch.stack(targets) if torch.is_tensor(targets[0]) else torch.tensor(targets)  # (B, C) or (B,)
-    return segments, contexts, clip_index, targets
+    return segments, contexts, clip_index, stack_targets([item[2] for item in batch])
 
 
 def segment_loader(clips: MelClips, rule: SegmentRule, standardize: Standardize, *, batch_size: int,

@@ -223,17 +223,17 @@ def _mel_power_in_chunks(waveform, config: MelConfig):
     return mel_power
 
 
-def band_stats(mel, frames=None):
+def band_stats(mel, frame_mask=None):
     """(B, 1, M, T) -> (B, 2M): each mel band's mean over time, then each band's std over time: the clip
-    statistics the model's context token is made from. `frames` (B, T) bool: over those frames of each item only."""
+    statistics the model's context token is made from. `frame_mask` (B, T) bool: over those frames of each item."""
     import torch
 
-    if frames is None:
+    if frame_mask is None:
         return torch.cat([mel.mean(dim=-1), mel.std(dim=-1, unbiased=False)], dim=-1).flatten(1)  # -> (B, 2M)
-    weights = frames[:, None, :, None].to(mel.dtype)  # (B, T) -> (B, 1, T, 1): sums over time as matrix products
-    count = weights.sum(dim=-2)  # (B, 1, 1)
-    mean = (mel @ weights) / count[..., None]  # (B, 1, M, T) @ (B, 1, T, 1) -> (B, 1, M, 1)
-    std = ((((mel - mean) ** 2) @ weights) / count[..., None]).sqrt()  # two passes, as Tensor.std
+    weights = frame_mask[:, None, None, :].to(mel.dtype)  # (B, T) -> (B, 1, 1, T)
+    count = weights.sum(dim=-1, keepdim=True)  # (B, 1, 1, 1)
+    mean = (mel * weights).sum(dim=-1, keepdim=True) / count  # (B, 1, M, 1)
+    std = ((((mel - mean) * weights) ** 2).sum(dim=-1, keepdim=True) / count).sqrt()  # two passes, as Tensor.std
     return torch.cat([mean[..., 0], std[..., 0]], dim=-1).flatten(1)  # (B, 1, 2M) -> (B, 2M)
 
 
