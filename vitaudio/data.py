@@ -182,18 +182,21 @@ class TrainAugment:
         padded_width = max(width, self.frames, int(cpu_draws["window"].max()))
         draws = to_device(cpu_draws, mel_db.device)
 
-        mel = self.standardize(mel_db)  # (B, M, T)
-        time = torch.arange(padded_width, device=mel.device)
+        # Statistics and crops of the dB values, standardised after: (x - mean) / std of the whole batch would
+        # cost a full-size temporary, and every full-size pass counts on a CPU.
+        mel_db = mel_db.float()
+        time = torch.arange(padded_width, device=mel_db.device)
         inside = time < draws["n_frames"][:, None]  # (B, W)
         if int(cpu_draws["n_frames"].min()) < padded_width:  # some clip ends early: pad it with its lowest value
-            mel = F.pad(mel, (0, padded_width - width))  # (B, M, W)
-            lowest = mel.masked_fill(~inside[:, None], math.inf).amin(dim=(1, 2))  # (B,)
-            mel = torch.where(inside[:, None], mel, lowest[:, None, None])
+            mel_db = F.pad(mel_db, (0, padded_width - width))  # (B, M, W)
+            lowest = mel_db.masked_fill(~inside[:, None], math.inf).amin(dim=(1, 2))  # (B,)
+            mel_db = torch.where(inside[:, None], mel_db, lowest[:, None, None])
         stretch_end = draws["stretch_start"] + draws["stretch"]
         in_stretch = (time >= draws["stretch_start"][:, None]) & (time < stretch_end[:, None])  # (B, W)
-        context = band_stats(mel[:, None], frame_mask=in_stretch)  # (B, 1, M, W) -> (B, 2M)
+        band_mean, band_std = band_stats(mel_db[:, None], frame_mask=in_stretch).split(n_mels, dim=1)  # (B, M) each
+        context = torch.cat([self.standardize(band_mean), band_std / self.standardize.std], dim=1)  # (B, 2M)
 
-        crop = self.crop(mel, draws["crop_start"], draws["window"], draws["roll"])  # (B, M, frames)
+        crop = self.standardize(self.crop(mel_db, draws["crop_start"], draws["window"], draws["roll"]))  # (B, M, L)
         if self.gain_db:  # a level change is one offset in dB: of the crop, and of its context's band means
             offset = draws["gain"].float()  # (B,) in standardised units
             crop = crop + offset[:, None, None]

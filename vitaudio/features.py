@@ -230,10 +230,10 @@ def band_stats(mel, frame_mask=None):
 
     if frame_mask is None:
         return torch.cat([mel.mean(dim=-1), mel.std(dim=-1, unbiased=False)], dim=-1).flatten(1)  # -> (B, 2M)
-    weights = frame_mask[:, None, None, :].to(mel.dtype)  # (B, T) -> (B, 1, 1, T)
-    count = weights.sum(dim=-1, keepdim=True)  # (B, 1, 1, 1)
-    mean = (mel * weights).sum(dim=-1, keepdim=True) / count  # (B, 1, M, 1)
-    std = ((((mel - mean) * weights) ** 2).sum(dim=-1, keepdim=True) / count).sqrt()  # two passes, as Tensor.std
+    weights = frame_mask[:, None, :, None].to(mel.dtype)  # (B, T) -> (B, 1, T, 1): sums over time as products
+    count = weights.sum(dim=-2, keepdim=True)  # (B, 1, 1, 1)
+    mean = (mel @ weights) / count  # (B, 1, M, T) @ (B, 1, T, 1) -> (B, 1, M, 1)
+    std = (((mel - mean).square_() @ weights) / count).sqrt()  # two passes, as Tensor.std; one temporary
     return torch.cat([mean[..., 0], std[..., 0]], dim=-1).flatten(1)  # (B, 1, 2M) -> (B, 2M)
 
 
