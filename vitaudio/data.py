@@ -186,8 +186,8 @@ class TrainAugment:
         # cost a full-size temporary, and every full-size pass counts on a CPU.
         mel_db = mel_db.float()
         time = torch.arange(padded_width, device=mel_db.device)
-        inside = time < draws["n_frames"][:, None]  # (B, W)
         if int(cpu_draws["n_frames"].min()) < padded_width:  # some clip ends early: pad it with its lowest value
+            inside = time < draws["n_frames"][:, None]  # (B, W)
             mel_db = F.pad(mel_db, (0, padded_width - width))  # (B, M, W)
             lowest = mel_db.masked_fill(~inside[:, None], math.inf).amin(dim=(1, 2))  # (B,)
             mel_db = torch.where(inside[:, None], mel_db, lowest[:, None, None])
