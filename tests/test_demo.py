@@ -20,6 +20,7 @@ from vitaudio.demo import (
     mix_styles,
     synthesize_clip,
 )
+from vitaudio.demo import main as demo_main
 from vitaudio.manifest import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +137,15 @@ def test_clips_differ_more_between_classes_than_within(demo_dir: Path) -> None:
 def test_rejects_settings_that_cannot_make_a_data_set(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="seconds > 0"):
         make_demo_dataset(tmp_path, seconds=0)
+
+
+def test_cli_reports_bad_settings_in_one_line_and_writes_nothing(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    dst = tmp_path / "demo"
+    assert demo_main([str(dst), "--seconds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("demo: error: ") and "seconds > 0" in err and err.count("\n") == 1
+    assert not dst.exists()
 
 
 def test_cli_writes_the_set_and_prints_a_summary(tmp_path: Path) -> None:

@@ -514,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                                       seed=args.seed, sample_rate=args.sample_rate, workers=args.workers,
                                       multi_label=args.multi_label)
     except ValueError as err:
-        parser.error(str(err))
+        print(f"demo: error: {err}", file=sys.stderr)
+        return 2
     contents = (f"mixes of 1-{MAX_STYLES_PER_MIX} of {len(CLASSES)} styles, listed in {MIX_MANIFEST}"
                 if args.multi_label else f"{len(CLASSES)} classes x {args.clips_per_class}")
     print(f"wrote {len(wav_paths)} clips ({contents}) to {args.dst} in {time.perf_counter() - started:.1f} s")

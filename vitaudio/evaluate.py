@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split of --split-file")
     parser.add_argument("--out", type=Path, help="folder for the reports (default: a new eval-<ROOT name>/ next to "
                                                  "the checkpoint; -2, -3, ... when that exists)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: CUDA if any")
     parser.add_argument("--workers", type=int, help="melify processes (default: all cores)")
     args = parser.parse_args(argv)
     try:
