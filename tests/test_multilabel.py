@@ -103,15 +103,19 @@ def test_evaluate_scores_a_tagger_at_its_own_pooling_and_thresholds(tagger_run, 
 
 def test_a_tagger_of_the_multi_label_demo_reaches_twice_the_map_of_chance(tmp_path):
     """The synthetic multi-label demo (clips mixing one to three of six styles), smaller and shorter than the
-    default one: chance, a tagger scoring at random, reaches the mean label prevalence of the test clips."""
+    default one, scored on 120 clips of another seed: chance, a tagger scoring at random, reaches the mean label
+    prevalence. (Its own 16 test clips are too few: their mAP spread over 0.67-0.75 between runs.)"""
     from vitaudio.demo import make_demo_dataset
+    from vitaudio.evaluate import evaluate_checkpoint
 
     make_demo_dataset(tmp_path / "tags", clips_per_class=20, seconds=3.0, multi_label=True, workers=1)
-    run_dir = train(TrainConfig(root=str(tmp_path / "tags/manifest.csv"), epochs=20, members=1, batch_size=8,
+    make_demo_dataset(tmp_path / "fresh", clips_per_class=20, seconds=3.0, multi_label=True, workers=1, seed=1)
+    run_dir = train(TrainConfig(root=str(tmp_path / "tags/manifest.csv"), epochs=40, members=1, batch_size=8,
                                 out=str(tmp_path / "run")))
-    report = json.loads((run_dir / "test_report.json").read_text())
+    report = evaluate_checkpoint(run_dir / "best.pt", tmp_path / "fresh/manifest.csv", out=tmp_path / "eval")
     chance = np.mean([c["support"] for c in report["per_class"].values()]) / report["n_clips"]
-    assert 0.2 < chance < 0.5 and report["map"] >= 2 * chance, (report["map"], chance)
+    assert report["n_clips"] == 120 and 0.2 < chance < 0.5
+    assert report["map"] >= 2 * chance, (report["map"], chance)
 
     from vitaudio.checkpoint import save_pretrained
 
